@@ -1,0 +1,1521 @@
+#include "scheduler/matcher.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <tuple>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "scheduler/gpu_models.h"
+
+namespace suanli::scheduler {
+namespace {
+
+using PoolIndex = uint32_t;
+constexpr int kMaxGpusPerNode = 16;
+constexpr int32_t kMaxRequestGpus = 1 << 20;
+constexpr int kMaxEarliestCandidates = 64;
+constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
+int64_t Us(absl::Time t) { return absl::ToUnixMicros(t); }
+int64_t Us(absl::Duration d) { return absl::ToInt64Microseconds(d); }
+absl::Time FromUs(int64_t us) { return absl::FromUnixMicros(us); }
+
+// A sold interval on one node.
+struct Seg {
+  int64_t start;
+  int64_t end;
+  int32_t gpus;
+  AllocationId alloc;
+};
+
+// A node's place in one pool's index: row r <= cap holds clean nodes with r GPUs free now; row
+// cap + 1 holds dirty nodes (with a sale that starts in the future), whose free count depends on
+// the interval asked; -1 means not sellable (unhealthy or removed).
+struct Member {
+  PoolIndex pool;
+  uint32_t local;
+  int16_t row;
+};
+
+struct CenterRec {
+  std::string id, operator_id, name, region;
+  uint32_t region_id;
+  uint32_t op;  // dense operator index
+  CenterType type;
+  uint64_t tag_mask;
+  std::vector<uint32_t> domains;
+};
+
+struct DomainRec {
+  std::string id;
+  uint32_t center;
+  Fabric fabric;
+  int32_t gbps;
+  std::vector<NodeIndex> nodes;
+  std::vector<PoolIndex> pools;
+  int32_t live_segments = 0;  // sold intervals (any time) on its nodes
+};
+
+struct NodeRec {
+  std::string id;
+  uint32_t domain;
+  ModelId model;
+  int16_t cap;
+  int16_t free_now;
+  int16_t future = 0;  // segments that start after now
+  Health health = Health::kHealthy;
+  bool removed = false;
+  absl::InlinedVector<Seg, 2> segs;
+  absl::InlinedVector<Member, 1> members;
+  absl::InlinedVector<uint32_t, 1> offers;
+};
+
+struct OfferRec {
+  std::string id;
+  uint32_t center;
+  int64_t from, until, min_lease;
+  Micros price;
+  bool whole_only;
+  bool withdrawn = false;
+  std::vector<PoolIndex> pools;
+};
+
+// The nodes of one domain covered by one offer with one model and size: one price, one window.
+struct Pool {
+  uint32_t offer, domain, center;
+  ModelId model;
+  int16_t cap;
+  Micros price;
+  int64_t from, until, min_lease;
+  bool whole_only;
+  bool dead = false;
+  std::vector<NodeIndex> nodes;  // ascending node index; local index = position
+  uint32_t words;
+  std::vector<uint64_t> bits;  // (cap + 2) rows of `words` words
+  std::vector<int32_t> count;  // per row
+  uint64_t* Row(int r) { return bits.data() + static_cast<size_t>(r) * words; }
+  const uint64_t* Row(int r) const { return bits.data() + static_cast<size_t>(r) * words; }
+  int DirtyRow() const { return cap + 1; }
+};
+
+struct LiveRec {
+  Allocation a;
+  std::vector<PoolIndex> slice_pool;
+  int64_t start, end, hold_until;
+  int64_t rate;  // sum of gpus x price
+  bool activated;
+  bool padded = false;  // a start-now hold, held past its duration by its ttl
+};
+
+enum class EvKind : uint8_t { kEnd = 0, kHoldLapse = 1, kActivate = 2 };
+struct TimeEv {
+  int64_t t;
+  EvKind kind;
+  AllocationId id;
+  bool operator>(const TimeEv& o) const {
+    return std::tie(t, kind, id) > std::tie(o.t, o.kind, o.id);
+  }
+};
+
+// A request checked and turned into indexes.
+struct Compiled {
+  uint64_t model_mask = 0;  // 0 = any
+  absl::InlinedVector<ModelId, 4> models;
+  int32_t gpus = 0;
+  bool fixed = false;  // every slice has exactly x GPUs
+  int32_t x = 1;       // slice size (fixed) or 1 (any packing)
+  int32_t need = 0;    // nodes (fixed) or GPUs (any packing)
+  Locality locality = Locality::kAny;
+  Fabric min_fabric = Fabric::kEthernet;
+  absl::InlinedVector<uint32_t, 4> regions;  // empty = any
+  uint8_t type_mask = 0;                     // 0 = any
+  uint64_t tag_mask = 0;
+  bool impossible_tag = false;
+  Micros ceiling = 0;
+  int64_t s = 0, e = 0, d = 0;
+  bool start_now = true;
+};
+
+// A node a group could take, with the per-slice policy terms.
+struct Cand {
+  Micros price;
+  uint8_t d;   // on a domain with no live allocation
+  uint8_t b;   // would break a whole node
+  int16_t l;   // GPUs left free on the node
+  uint64_t r;  // operator's last-sale number
+  NodeIndex node;
+  int16_t f;  // free over the interval
+  PoolIndex pool;
+};
+
+bool KappaLess(const Cand& a, const Cand& b) {
+  return std::tie(a.price, a.d, a.b, a.l, a.r, a.node) <
+         std::tie(b.price, b.d, b.b, b.l, b.r, b.node);
+}
+
+struct Take {
+  NodeIndex node;
+  int32_t gpus;
+  PoolIndex pool;
+  Micros price;
+};
+
+// A group's best pick and its policy key.
+struct Pick {
+  bool ok = false;
+  int64_t rate = 0;  // sum of gpus x price
+  int64_t dsum = 0, bsum = 0, lsum = 0;
+  uint64_t rsum = 0;
+  std::vector<Take> takes;  // sorted by node
+};
+
+bool PickLess(const Pick& a, const Pick& b) {
+  if (!b.ok) return a.ok;
+  if (!a.ok) return false;
+  auto ka = std::tie(a.rate, a.dsum, a.bsum, a.lsum, a.rsum);
+  auto kb = std::tie(b.rate, b.dsum, b.bsum, b.lsum, b.rsum);
+  if (ka != kb) return ka < kb;
+  return std::lexicographical_compare(a.takes.begin(), a.takes.end(), b.takes.begin(),
+                                      b.takes.end(),
+                                      [](const Take& p, const Take& q) { return p.node < q.node; });
+}
+
+}  // namespace
+
+struct Matcher::State {
+  int64_t now = std::numeric_limits<int64_t>::min();
+  std::vector<CenterRec> centers;
+  std::vector<DomainRec> domains;
+  std::vector<NodeRec> nodes;
+  std::vector<OfferRec> offers;
+  std::vector<Pool> pools;
+  absl::flat_hash_map<std::string, uint32_t> center_by_id, domain_by_key, offer_by_id;
+  absl::flat_hash_map<std::string, NodeIndex> node_by_id;
+  absl::flat_hash_map<std::string, uint32_t> region_ids, tag_ids, operator_ids;
+  std::vector<uint64_t> op_last_sale;
+  uint64_t sale_seq = 0;
+  std::vector<std::vector<PoolIndex>> model_pools;  // per model, by (price, index)
+  std::vector<PoolIndex> all_pools;                 // by (price, index)
+  absl::flat_hash_map<AllocationId, LiveRec> live;
+  AllocationId next_id = 1;
+  std::priority_queue<TimeEv, std::vector<TimeEv>, std::greater<TimeEv>> timeline;
+  std::vector<AllocationEvent> events;
+  int64_t active_nodes = 0, total_gpus = 0, used_now = 0;
+  // Scratch space reused across decisions.
+  std::vector<Cand> cands;
+  std::vector<PoolIndex> group_pools;
+  std::vector<uint32_t> seen_groups;
+  uint32_t seen_epoch = 0;
+  std::vector<uint32_t> group_seen_mark;
+
+  // ---------------------------------------------------------------- calendar
+
+  // GPUs free on node n over [s, e).
+  int FreeOver(const NodeRec& n, int64_t s, int64_t e) const {
+    int max_used = 0;
+    for (const Seg& a : n.segs) {
+      if (a.end <= s || a.start >= e) continue;
+      // Usage at the later of s and a.start, a point where usage can peak.
+      const int64_t p = std::max(s, a.start);
+      int used = 0;
+      for (const Seg& b : n.segs) {
+        if (b.start <= p && p < b.end) used += b.gpus;
+      }
+      max_used = std::max(max_used, used);
+    }
+    return n.cap - max_used;
+  }
+
+  int DesiredRow(const NodeRec& n) const {
+    if (n.removed || n.health != Health::kHealthy) return -1;
+    if (n.future > 0) return n.cap + 1;
+    return n.free_now;
+  }
+
+  void Reindex(NodeIndex idx) {
+    NodeRec& n = nodes[idx];
+    const int16_t want = static_cast<int16_t>(DesiredRow(n));
+    for (Member& m : n.members) {
+      if (m.row == want) continue;
+      Pool& p = pools[m.pool];
+      const uint32_t w = m.local >> 6;
+      const uint64_t bit = uint64_t{1} << (m.local & 63);
+      if (m.row >= 0) {
+        p.Row(m.row)[w] &= ~bit;
+        --p.count[m.row];
+      }
+      if (want >= 0) {
+        p.Row(want)[w] |= bit;
+        ++p.count[want];
+      }
+      m.row = want;
+    }
+  }
+
+  // ---------------------------------------------------------------- time
+
+  void AdvanceTo(int64_t t) {
+    if (t > now) now = t;
+    while (!timeline.empty() && timeline.top().t <= now) {
+      const TimeEv ev = timeline.top();
+      timeline.pop();
+      auto it = live.find(ev.id);
+      if (it == live.end()) continue;
+      LiveRec& rec = it->second;
+      switch (ev.kind) {
+        case EvKind::kActivate:
+          if (rec.activated || rec.start != ev.t) break;
+          Activate(rec);
+          if (rec.a.state == AllocationState::kReserved) {
+            rec.a.state = AllocationState::kActive;
+            events.push_back({rec.a.id, AllocationState::kActive, EndReason::kNone, FromUs(ev.t)});
+          }
+          break;
+        case EvKind::kEnd:
+          if (rec.end != ev.t || rec.a.state == AllocationState::kHeld) break;
+          Finish(it, EndReason::kExpired, ev.t);
+          break;
+        case EvKind::kHoldLapse:
+          if (rec.a.state != AllocationState::kHeld || rec.hold_until != ev.t) break;
+          Finish(it, EndReason::kLapsed, ev.t);
+          break;
+      }
+    }
+  }
+
+  void Activate(LiveRec& rec) {
+    rec.activated = true;
+    for (const Slice& sl : rec.a.slices) {
+      NodeRec& n = nodes[sl.node];
+      n.free_now = static_cast<int16_t>(n.free_now - sl.gpus);
+      --n.future;
+      used_now += sl.gpus;
+      Reindex(sl.node);
+    }
+  }
+
+  // Removes an allocation's sold intervals and forgets it.
+  void Finish(absl::flat_hash_map<AllocationId, LiveRec>::iterator it, EndReason why, int64_t at) {
+    LiveRec& rec = it->second;
+    for (const Slice& sl : rec.a.slices) {
+      NodeRec& n = nodes[sl.node];
+      for (size_t i = 0; i < n.segs.size(); ++i) {
+        if (n.segs[i].alloc == rec.a.id) {
+          n.segs.erase(n.segs.begin() + static_cast<ptrdiff_t>(i));
+          break;
+        }
+      }
+      if (rec.activated) {
+        n.free_now = static_cast<int16_t>(n.free_now + sl.gpus);
+        used_now -= sl.gpus;
+      } else {
+        --n.future;
+      }
+      --domains[n.domain].live_segments;
+      Reindex(sl.node);
+    }
+    events.push_back({rec.a.id, AllocationState::kEnded, why, FromUs(at)});
+    live.erase(it);
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  absl::Status Compile(const Request& r, Compiled* c) const {
+    if (r.gpus < 1 || r.gpus > kMaxRequestGpus) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gpus must be between 1 and ", kMaxRequestGpus, ", got ", r.gpus));
+    }
+    if (r.gpus_per_node < 0 || r.gpus_per_node > kMaxGpusPerNode) {
+      return absl::InvalidArgumentError(absl::StrCat("gpus_per_node must be between 0 and ",
+                                                     kMaxGpusPerNode, ", got ", r.gpus_per_node));
+    }
+    if (r.gpus_per_node > 0 && r.gpus % r.gpus_per_node != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gpus (", r.gpus, ") must be a multiple of gpus_per_node (", r.gpus_per_node, ")"));
+    }
+    if (r.locality == Locality::kNode) {
+      if (r.gpus > kMaxGpusPerNode) {
+        return absl::InvalidArgumentError(absl::StrCat("locality=node asks for ", r.gpus,
+                                                       " GPUs on one node; no node has more than ",
+                                                       kMaxGpusPerNode));
+      }
+      if (r.gpus_per_node > 0 && r.gpus_per_node != r.gpus) {
+        return absl::InvalidArgumentError(
+            "locality=node puts all GPUs on one node: gpus_per_node must be 0 or equal gpus");
+      }
+    }
+    if (r.duration <= absl::ZeroDuration() || r.duration > absl::Hours(24 * 366)) {
+      return absl::InvalidArgumentError("duration must be more than 0 and at most 366 days");
+    }
+    if (r.max_price_per_gpu_hour <= 0) {
+      return absl::InvalidArgumentError("max_price_per_gpu_hour must be more than 0");
+    }
+    c->models.clear();
+    c->model_mask = 0;
+    for (const std::string& name : r.models) {
+      const GpuModel* m = FindGpuModel(name);
+      if (m == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat("unknown GPU model '", name, "'"));
+      }
+      const uint64_t bit = uint64_t{1} << m->id;
+      if ((c->model_mask & bit) == 0) c->models.push_back(m->id);
+      c->model_mask |= bit;
+    }
+    c->gpus = r.gpus;
+    c->locality = r.locality;
+    if (r.locality == Locality::kNode) {
+      c->fixed = true;
+      c->x = r.gpus;
+      c->need = 1;
+    } else if (r.gpus_per_node > 0) {
+      c->fixed = true;
+      c->x = r.gpus_per_node;
+      c->need = r.gpus / r.gpus_per_node;
+    } else {
+      c->fixed = false;
+      c->x = 1;
+      c->need = r.gpus;
+    }
+    c->min_fabric = r.min_fabric;
+    c->regions.clear();
+    for (const std::string& reg : r.regions) {
+      auto it = region_ids.find(reg);
+      c->regions.push_back(it == region_ids.end() ? std::numeric_limits<uint32_t>::max()
+                                                  : it->second);
+    }
+    c->type_mask = 0;
+    for (CenterType t : r.center_types)
+      c->type_mask |= static_cast<uint8_t>(1u << static_cast<int>(t));
+    c->tag_mask = 0;
+    c->impossible_tag = false;
+    for (const std::string& tag : r.required_tags) {
+      auto it = tag_ids.find(tag);
+      if (it == tag_ids.end()) {
+        c->impossible_tag = true;
+      } else {
+        c->tag_mask |= uint64_t{1} << it->second;
+      }
+    }
+    c->ceiling = r.max_price_per_gpu_hour;
+    c->s = now;
+    if (r.start.has_value() && Us(*r.start) > now) c->s = Us(*r.start);
+    c->start_now = c->s <= now;
+    c->d = Us(r.duration);
+    c->e = c->s + c->d;
+    return absl::OkStatus();
+  }
+
+  // Everything about a pool that does not depend on what is free.
+  bool StaticMatch(const Pool& p, const Compiled& c, bool check_price, bool check_window) const {
+    if (p.dead) return false;
+    if (c.model_mask != 0 && (c.model_mask & (uint64_t{1} << p.model)) == 0) return false;
+    if (check_price && p.price > c.ceiling) return false;
+    if (check_window && (p.from > c.s || p.until < c.e)) return false;
+    if (p.min_lease > c.d) return false;
+    if (c.x > p.cap) return false;
+    if (p.whole_only && !(c.fixed && c.x == p.cap)) return false;
+    const DomainRec& dom = domains[p.domain];
+    if (dom.fabric < c.min_fabric) return false;
+    const CenterRec& cen = centers[p.center];
+    if (c.impossible_tag || (cen.tag_mask & c.tag_mask) != c.tag_mask) return false;
+    if (c.type_mask != 0 && (c.type_mask & (1u << static_cast<int>(cen.type))) == 0) return false;
+    if (!c.regions.empty() &&
+        std::find(c.regions.begin(), c.regions.end(), cen.region_id) == c.regions.end()) {
+      return false;
+    }
+    return true;
+  }
+
+  int32_t SellableCount(const Pool& p) const {
+    int32_t n = 0;
+    for (int r = 0; r <= p.cap + 1; ++r) n += p.count[r];
+    return n;
+  }
+
+  // Calls fn(pool) for every pool that matches the request statically, in (price, index) order,
+  // until fn returns false.
+  template <typename Fn>
+  void ForEachPool(const Compiled& c, bool check_price, Fn fn) const {
+    const std::vector<PoolIndex>* lists[8];
+    size_t pos[8] = {};
+    size_t k = 0;
+    if (c.model_mask == 0 || c.models.size() > 8) {
+      lists[k++] = &all_pools;
+    } else {
+      for (ModelId m : c.models) {
+        if (m < model_pools.size() && !model_pools[m].empty()) lists[k++] = &model_pools[m];
+      }
+    }
+    while (true) {
+      size_t best = k;
+      for (size_t i = 0; i < k; ++i) {
+        if (pos[i] == lists[i]->size()) continue;
+        if (best == k) {
+          best = i;
+          continue;
+        }
+        const Pool& a = pools[(*lists[i])[pos[i]]];
+        const Pool& b = pools[(*lists[best])[pos[best]]];
+        if (a.price < b.price ||
+            (a.price == b.price && (*lists[i])[pos[i]] < (*lists[best])[pos[best]])) {
+          best = i;
+        }
+      }
+      if (best == k) return;
+      const PoolIndex pi = (*lists[best])[pos[best]++];
+      const Pool& p = pools[pi];
+      if (check_price && p.price > c.ceiling) return;  // lists are sorted by price
+      if (!StaticMatch(p, c, check_price, /*check_window=*/true)) continue;
+      if (!fn(pi)) return;
+    }
+  }
+
+  // Appends the pool's best candidates in per-slice order until their capacity covers `budget`
+  // (nodes for fixed slices, GPUs otherwise). Returns the capacity appended.
+  int64_t Collect(PoolIndex pi, const Compiled& c, int64_t budget, std::vector<Cand>* out) {
+    const Pool& p = pools[pi];
+    const DomainRec& dom = domains[p.domain];
+    const uint8_t d = dom.live_segments == 0 ? 1 : 0;
+    const uint64_t r = op_last_sale[centers[p.center].op];
+    int64_t got = 0;
+    auto emit = [&](uint32_t local, int f) {
+      const NodeIndex ni = p.nodes[local];
+      Cand cd;
+      cd.price = p.price;
+      cd.d = d;
+      cd.b = (f == p.cap && c.x < p.cap) ? 1 : 0;
+      cd.l = static_cast<int16_t>(f - c.x);
+      cd.r = r;
+      cd.node = ni;
+      cd.f = static_cast<int16_t>(f);
+      cd.pool = pi;
+      out->push_back(cd);
+      got += c.fixed ? 1 : f;
+    };
+    const size_t first = out->size();
+    if (c.start_now) {
+      // Dirty nodes: exact free counts.
+      const int dr = p.DirtyRow();
+      if (p.count[dr] > 0) {
+        const uint64_t* row = p.Row(dr);
+        for (uint32_t w = 0; w < p.words; ++w) {
+          for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
+            const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
+            const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
+            if (f >= c.x) emit(local, f);
+          }
+        }
+      }
+      const size_t dirty_end = out->size();
+      int64_t dirty_got = got;
+      got = 0;
+      // Clean nodes: rows in order of the per-slice terms, best fit first, whole nodes last.
+      for (int f = c.x; f <= p.cap && got < budget; ++f) {
+        if (p.count[f] == 0) continue;
+        const uint64_t* row = p.Row(f);
+        for (uint32_t w = 0; w < p.words && got < budget; ++w) {
+          for (uint64_t bitsw = row[w]; bitsw != 0 && got < budget; bitsw &= bitsw - 1) {
+            emit(w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw)), f);
+          }
+        }
+      }
+      got += dirty_got;
+      if (dirty_end != first) {
+        std::sort(out->begin() + static_cast<ptrdiff_t>(first), out->end(), KappaLess);
+      }
+      return got;
+    }
+    // A future start: every sellable node's free count depends on the interval.
+    for (int rr = 0; rr <= p.cap + 1; ++rr) {
+      if (p.count[rr] == 0) continue;
+      const uint64_t* row = p.Row(rr);
+      for (uint32_t w = 0; w < p.words; ++w) {
+        for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
+          const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
+          const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
+          if (f >= c.x) emit(local, f);
+        }
+      }
+    }
+    std::sort(out->begin() + static_cast<ptrdiff_t>(first), out->end(), KappaLess);
+    return got;
+  }
+
+  // Capacity a pool offers for the request: nodes with at least x free (fixed) or free GPUs.
+  int64_t Capacity(PoolIndex pi, const Compiled& c) const {
+    const Pool& p = pools[pi];
+    int64_t got = 0;
+    if (c.start_now) {
+      for (int f = c.x; f <= p.cap; ++f) got += c.fixed ? p.count[f] : int64_t{p.count[f]} * f;
+      const int dr = p.DirtyRow();
+      if (p.count[dr] == 0) return got;
+      const uint64_t* row = p.Row(dr);
+      for (uint32_t w = 0; w < p.words; ++w) {
+        for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
+          const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
+          const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
+          if (f >= c.x) got += c.fixed ? 1 : f;
+        }
+      }
+      return got;
+    }
+    for (int rr = 0; rr <= p.cap + 1; ++rr) {
+      if (p.count[rr] == 0) continue;
+      const uint64_t* row = p.Row(rr);
+      for (uint32_t w = 0; w < p.words; ++w) {
+        for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
+          const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
+          const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
+          if (f >= c.x) got += c.fixed ? 1 : f;
+        }
+      }
+    }
+    return got;
+  }
+
+  // Fills one group from its pools (in price order), level by level of price.
+  template <typename PoolSource>
+  Pick FillGroup(const Compiled& c, PoolSource&& next_pool) {
+    Pick pick;
+    int64_t remaining = c.need;
+    PoolIndex pi;
+    bool have = next_pool(&pi);
+    while (have && remaining > 0) {
+      const Micros level = pools[pi].price;
+      cands.clear();
+      while (have && pools[pi].price == level) {
+        Collect(pi, c, remaining, &cands);
+        have = next_pool(&pi);
+      }
+      std::sort(cands.begin(), cands.end(), KappaLess);
+      for (const Cand& cd : cands) {
+        if (remaining == 0) break;
+        const int32_t take =
+            c.fixed ? c.x : static_cast<int32_t>(std::min<int64_t>(cd.f, remaining));
+        remaining -= c.fixed ? 1 : take;
+        pick.takes.push_back({cd.node, take, cd.pool, cd.price});
+        pick.rate += int64_t{take} * cd.price;
+        pick.dsum += cd.d;
+        const int cap = pools[cd.pool].cap;
+        pick.bsum += (cd.f == cap && take < cap) ? 1 : 0;
+        pick.lsum += cd.f - take;
+        pick.rsum += cd.r;
+      }
+    }
+    if (remaining > 0) return Pick{};
+    pick.ok = true;
+    std::sort(pick.takes.begin(), pick.takes.end(),
+              [](const Take& a, const Take& b) { return a.node < b.node; });
+    return pick;
+  }
+
+  // The eligible pools of one group (a domain or a center), by (price, index).
+  void GroupPools(const Compiled& c, bool check_price, uint32_t group) {
+    group_pools.clear();
+    auto add = [&](const std::vector<PoolIndex>& ps) {
+      for (PoolIndex pi : ps) {
+        if (StaticMatch(pools[pi], c, check_price, true)) group_pools.push_back(pi);
+      }
+    };
+    if (c.locality == Locality::kDomain) {
+      add(domains[group].pools);
+    } else {
+      for (uint32_t dm : centers[group].domains) add(domains[dm].pools);
+    }
+    std::sort(group_pools.begin(), group_pools.end(), [&](PoolIndex a, PoolIndex b) {
+      return std::tie(pools[a].price, a) < std::tie(pools[b].price, b);
+    });
+  }
+
+  uint32_t GroupOf(const Pool& p, Locality l) const {
+    return l == Locality::kDomain ? p.domain : p.center;
+  }
+
+  void NewEpoch() {
+    ++seen_epoch;
+    const size_t n = std::max(domains.size(), centers.size());
+    if (group_seen_mark.size() < n) group_seen_mark.resize(n, 0);
+  }
+
+  // The best allocation for the request, or !ok.
+  Pick Match(const Compiled& c, bool check_price) {
+    if (c.locality == Locality::kAny || c.locality == Locality::kNode) {
+      // One group: the whole market.
+      std::vector<PoolIndex> order;
+      // Pools are produced lazily by ForEachPool; collect them level by level in FillGroup.
+      // ForEachPool is push-style, so gather until enough capacity at a price level boundary.
+      int64_t cap_seen = 0;
+      Micros level_done = -1;
+      ForEachPool(c, check_price, [&](PoolIndex pi) {
+        const Pool& p = pools[pi];
+        if (level_done >= 0 && p.price > level_done) return false;
+        const int64_t capa = Capacity(pi, c);
+        if (capa == 0) return true;
+        order.push_back(pi);
+        cap_seen += capa;
+        if (cap_seen >= c.need && level_done < 0) level_done = p.price;
+        return true;
+      });
+      if (cap_seen < c.need) return Pick{};
+      size_t i = 0;
+      return FillGroup(c, [&](PoolIndex* out) {
+        if (i == order.size()) return false;
+        *out = order[i++];
+        return true;
+      });
+    }
+    // Groups: domains or centers. A group's price is at least its cheapest pool's price times
+    // the GPUs asked, so once that bound passes the best found, nothing later can win.
+    Pick best;
+    NewEpoch();
+    ForEachPool(c, check_price, [&](PoolIndex pi) {
+      const Pool& p = pools[pi];
+      if (best.ok && int64_t{p.price} * c.gpus > best.rate) return false;
+      const uint32_t g = GroupOf(p, c.locality);
+      if (group_seen_mark[g] == seen_epoch) return true;
+      group_seen_mark[g] = seen_epoch;
+      GroupPools(c, check_price, g);
+      int64_t capa = 0;
+      for (PoolIndex q : group_pools) capa += Capacity(q, c);
+      if (capa < c.need) return true;
+      std::vector<PoolIndex> mine = group_pools;
+      size_t i = 0;
+      Pick pick = FillGroup(c, [&](PoolIndex* out) {
+        if (i == mine.size()) return false;
+        *out = mine[i++];
+        return true;
+      });
+      if (PickLess(pick, best)) best = std::move(pick);
+      return true;
+    });
+    return best;
+  }
+
+  // ---------------------------------------------------------------- rejection hints
+
+  // The lowest ceiling at which the request fits at its start, ignoring the one asked.
+  std::optional<Micros> MinCeiling(const Compiled& c) {
+    std::optional<Micros> found;
+    if (c.locality == Locality::kAny || c.locality == Locality::kNode) {
+      int64_t total = 0;
+      ForEachPool(c, /*check_price=*/false, [&](PoolIndex pi) {
+        total += Capacity(pi, c);
+        if (total >= c.need) {
+          found = pools[pi].price;
+          return false;
+        }
+        return true;
+      });
+      return found;
+    }
+    absl::flat_hash_map<uint32_t, int64_t> per_group;
+    ForEachPool(c, false, [&](PoolIndex pi) {
+      int64_t& t = per_group[GroupOf(pools[pi], c.locality)];
+      t += Capacity(pi, c);
+      if (t >= c.need) {
+        found = pools[pi].price;
+        return false;
+      }
+      return true;
+    });
+    return found;
+  }
+
+  // The most GPUs the same shape would get at the request's start under its ceiling.
+  int32_t LargestBlock(const Compiled& c) {
+    int64_t best = 0;
+    if (c.locality == Locality::kNode) {
+      Compiled one = c;  // any node size counts
+      one.x = 1;
+      one.fixed = false;
+      ForEachPool(one, true, [&](PoolIndex pi) {
+        const Pool& p = pools[pi];
+        for (int rr = 0; rr <= p.cap + 1; ++rr) {
+          if (p.count[rr] == 0) continue;
+          const uint64_t* row = p.Row(rr);
+          for (uint32_t w = 0; w < p.words; ++w) {
+            for (uint64_t bw = row[w]; bw != 0; bw &= bw - 1) {
+              const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bw));
+              const NodeRec& n = nodes[p.nodes[local]];
+              const int f = (c.start_now && rr <= p.cap) ? rr : FreeOver(n, c.s, c.e);
+              best = std::max<int64_t>(best, f);
+            }
+          }
+        }
+        return true;
+      });
+      return static_cast<int32_t>(best);
+    }
+    absl::flat_hash_map<uint32_t, int64_t> per_group;
+    ForEachPool(c, true, [&](PoolIndex pi) {
+      const uint32_t g = c.locality == Locality::kAny ? 0 : GroupOf(pools[pi], c.locality);
+      int64_t& t = per_group[g];
+      t += Capacity(pi, c);
+      best = std::max(best, t);
+      return true;
+    });
+    if (c.fixed) best *= c.x;
+    return static_cast<int32_t>(std::min<int64_t>(best, c.gpus));
+  }
+
+  // The earliest time t >= from at which node n has x GPUs free over [t, t + d) and t + d <=
+  // until; kNever when none.
+  int64_t NodeEarliest(const NodeRec& n, int x, int64_t from, int64_t d, int64_t until) const {
+    int64_t t = from;
+    for (size_t guard = 0; guard <= n.segs.size() + 1; ++guard) {
+      if (t + d > until) return kNever;
+      if (FreeOver(n, t, t + d) >= x) return t;
+      // The next time usage can drop: the earliest end after t of a segment overlapping.
+      int64_t next = kNever;
+      for (const Seg& s : n.segs) {
+        if (s.end > t && s.start < t + d) next = std::min(next, s.end);
+      }
+      if (next == kNever) return kNever;
+      t = next;
+    }
+    return kNever;
+  }
+
+  // The request moved to start at t.
+  Compiled At(const Compiled& c, int64_t t) const {
+    Compiled at = c;
+    at.s = t;
+    at.e = t + c.d;
+    at.start_now = t <= now;
+    return at;
+  }
+
+  // True when one group's pools (or, for kAny/kNode, `pool_list`) hold enough capacity for `c`.
+  // Capacity is enough: a group with enough capacity is always filled.
+  bool FitsIn(const Compiled& c, const std::vector<PoolIndex>& pool_list) const {
+    int64_t capa = 0;
+    for (PoolIndex pi : pool_list) {
+      if (!StaticMatch(pools[pi], c, true, true)) continue;
+      capa += Capacity(pi, c);
+      if (capa >= c.need) return true;
+    }
+    return false;
+  }
+
+  // The earliest start >= the asked one at which the request would be granted. Candidate times
+  // are the moments each node of the group could first hold a slice; at most
+  // kMaxEarliestCandidates of them are tried per group.
+  std::optional<int64_t> EarliestStart(const Compiled& c) {
+    const bool grouped = c.locality == Locality::kDomain || c.locality == Locality::kCenter;
+    absl::flat_hash_map<uint32_t, std::pair<std::vector<PoolIndex>, std::vector<int64_t>>> groups;
+    for (PoolIndex pi : all_pools) {
+      const Pool& p = pools[pi];
+      if (!StaticMatch(p, c, true, false) || p.until <= c.s) continue;
+      const int64_t from = std::max(c.s, p.from);
+      auto& [plist, ts] = groups[grouped ? GroupOf(p, c.locality) : 0];
+      plist.push_back(pi);
+      for (int rr = 0; rr <= p.cap + 1; ++rr) {
+        if (p.count[rr] == 0) continue;
+        const uint64_t* row = p.Row(rr);
+        for (uint32_t w = 0; w < p.words; ++w) {
+          for (uint64_t bw = row[w]; bw != 0; bw &= bw - 1) {
+            const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bw));
+            const NodeRec& n = nodes[p.nodes[local]];
+            const int64_t t = NodeEarliest(n, c.x, from, c.d, p.until);
+            if (t == kNever) continue;
+            ts.push_back(t);
+            // A node with a future sale can become free again later, and an any-packing request
+            // gains GPUs at every end: then each of its ends counts.
+            if (rr == p.DirtyRow() || !c.fixed) {
+              for (const Seg& sg : n.segs) {
+                if (sg.end > t && sg.end + c.d <= p.until) ts.push_back(sg.end);
+              }
+            }
+          }
+        }
+      }
+    }
+    std::optional<int64_t> best;
+    for (auto& [g, group] : groups) {
+      auto& [plist, ts] = group;
+      // For fixed slices `need` nodes must each have had their first chance.
+      if (c.fixed && ts.size() < static_cast<size_t>(c.need)) continue;
+      std::sort(ts.begin(), ts.end());
+      ts.erase(std::unique(ts.begin(), ts.end()), ts.end());
+      int tries = 0;
+      for (size_t i = 0; i < ts.size() && tries < kMaxEarliestCandidates; ++i, ++tries) {
+        if (best.has_value() && ts[i] >= *best) break;
+        if (FitsIn(At(c, ts[i]), plist)) {
+          best = ts[i];
+          break;
+        }
+      }
+    }
+    return best;
+  }
+
+  bool AnyStaticMatch(const Compiled& c) const {
+    for (PoolIndex pi : all_pools) {
+      const Pool& p = pools[pi];
+      if (p.until > now && StaticMatch(p, c, false, false) && SellableCount(p) > 0) return true;
+    }
+    return false;
+  }
+
+  Rejection Explain(const Compiled& c) {
+    Rejection rj;
+    if (!AnyStaticMatch(c)) {
+      rj.reason = RejectReason::kNoMatchingCapacity;
+      rj.message =
+          "no healthy capacity matches the models, regions, center types, tags, fabric, "
+          "packing and lease asked";
+      return rj;
+    }
+    rj.largest_block = LargestBlock(c);
+    if (std::optional<Micros> m = MinCeiling(c); m.has_value()) {
+      rj.reason = RejectReason::kPriceAboveCeiling;
+      rj.min_ceiling = *m;
+      rj.message = absl::StrCat("capacity is free but not under the ceiling; it fits at ",
+                                *m / kMicrosPerUnit, ".",
+                                absl::Dec(*m % kMicrosPerUnit, absl::kZeroPad6), " per GPU-hour");
+      return rj;
+    }
+    rj.reason = RejectReason::kInsufficientCapacity;
+    if (std::optional<int64_t> t = EarliestStart(c); t.has_value()) rj.earliest_start = FromUs(*t);
+    rj.message = absl::StrCat(
+        "not enough matching capacity is free; largest block now: ", rj.largest_block, " GPUs",
+        rj.earliest_start.has_value()
+            ? absl::StrCat("; earliest start that fits: ", absl::FormatTime(*rj.earliest_start))
+            : std::string());
+    return rj;
+  }
+
+  // ---------------------------------------------------------------- commit
+
+  Allocation MakeAllocation(const Compiled& c, const Pick& pick, AllocationId id,
+                            const std::string& buyer) const {
+    Allocation a;
+    a.id = id;
+    a.buyer = buyer;
+    a.slices.reserve(pick.takes.size());
+    for (const Take& t : pick.takes) a.slices.push_back({t.node, t.gpus, t.price});
+    a.start = FromUs(c.s);
+    a.end = FromUs(c.e);
+    a.total_price = PriceFor(pick.rate, absl::Microseconds(c.d));
+    a.state = c.start_now ? AllocationState::kActive : AllocationState::kReserved;
+    return a;
+  }
+
+  // Records a pick as sold over [s, e).
+  LiveRec& Commit(Allocation a, const Pick& pick, int64_t s, int64_t e) {
+    LiveRec rec;
+    rec.a = std::move(a);
+    rec.start = s;
+    rec.end = e;
+    rec.hold_until = 0;
+    rec.rate = pick.rate;
+    rec.activated = false;
+    rec.slice_pool.reserve(pick.takes.size());
+    for (const Take& t : pick.takes) {
+      rec.slice_pool.push_back(t.pool);
+      NodeRec& n = nodes[t.node];
+      n.segs.push_back({s, e, t.gpus, rec.a.id});
+      ++n.future;
+      ++domains[n.domain].live_segments;
+      op_last_sale[centers[domains[n.domain].center].op] = sale_seq + 1;
+    }
+    ++sale_seq;
+    LiveRec& stored = live.emplace(rec.a.id, std::move(rec)).first->second;
+    if (s <= now) {
+      Activate(stored);  // also reindexes
+    } else {
+      for (const Slice& sl : stored.a.slices) Reindex(sl.node);
+      timeline.push({s, EvKind::kActivate, stored.a.id});
+    }
+    timeline.push({e, EvKind::kEnd, stored.a.id});
+    return stored;
+  }
+};
+
+// ------------------------------------------------------------------ public API
+
+Matcher::Matcher() : s_(std::make_unique<State>()) {
+  s_->model_pools.resize(AllGpuModels().size());
+}
+Matcher::~Matcher() = default;
+
+absl::Time Matcher::now() const {
+  return s_->now == std::numeric_limits<int64_t>::min() ? absl::InfinitePast() : FromUs(s_->now);
+}
+
+absl::Status Matcher::AddCenter(const CenterSpec& spec) {
+  State& s = *s_;
+  if (spec.id.empty()) return absl::InvalidArgumentError("center id is empty");
+  if (spec.operator_id.empty()) return absl::InvalidArgumentError("center operator_id is empty");
+  if (spec.region.empty()) return absl::InvalidArgumentError("center region is empty");
+  if (s.center_by_id.contains(spec.id)) {
+    return absl::AlreadyExistsError(absl::StrCat("center '", spec.id, "' already exists"));
+  }
+  uint64_t mask = 0;
+  size_t new_tags = 0;
+  for (const std::string& t : spec.tags) {
+    if (!s.tag_ids.contains(t)) ++new_tags;
+  }
+  if (s.tag_ids.size() + new_tags > 64) {
+    return absl::InvalidArgumentError("the market supports at most 64 distinct center tags");
+  }
+  for (const std::string& t : spec.tags) {
+    auto [it, inserted] = s.tag_ids.emplace(t, static_cast<uint32_t>(s.tag_ids.size()));
+    mask |= uint64_t{1} << it->second;
+  }
+  CenterRec c;
+  c.id = spec.id;
+  c.operator_id = spec.operator_id;
+  c.name = spec.name;
+  c.region = spec.region;
+  c.region_id =
+      s.region_ids.emplace(spec.region, static_cast<uint32_t>(s.region_ids.size())).first->second;
+  auto [op, op_new] =
+      s.operator_ids.emplace(spec.operator_id, static_cast<uint32_t>(s.operator_ids.size()));
+  if (op_new) s.op_last_sale.push_back(0);
+  c.op = op->second;
+  c.type = spec.type;
+  c.tag_mask = mask;
+  s.center_by_id.emplace(spec.id, static_cast<uint32_t>(s.centers.size()));
+  s.centers.push_back(std::move(c));
+  return absl::OkStatus();
+}
+
+absl::Status Matcher::AddDomain(const DomainSpec& spec) {
+  State& s = *s_;
+  if (spec.id.empty()) return absl::InvalidArgumentError("domain id is empty");
+  if (spec.gbps < 0) return absl::InvalidArgumentError("domain gbps must not be negative");
+  auto cit = s.center_by_id.find(spec.center_id);
+  if (cit == s.center_by_id.end()) {
+    return absl::NotFoundError(absl::StrCat("center '", spec.center_id, "' not found"));
+  }
+  std::string key = absl::StrCat(spec.center_id, "/", spec.id);
+  if (s.domain_by_key.contains(key)) {
+    return absl::AlreadyExistsError(absl::StrCat("domain '", key, "' already exists"));
+  }
+  DomainRec d;
+  d.id = spec.id;
+  d.center = cit->second;
+  d.fabric = spec.fabric;
+  d.gbps = spec.gbps;
+  const uint32_t idx = static_cast<uint32_t>(s.domains.size());
+  s.domain_by_key.emplace(std::move(key), idx);
+  s.centers[cit->second].domains.push_back(idx);
+  s.domains.push_back(std::move(d));
+  return absl::OkStatus();
+}
+
+absl::Status Matcher::AddNodes(const std::vector<NodeSpec>& specs) {
+  State& s = *s_;
+  absl::flat_hash_map<absl::string_view, int> batch_ids;
+  std::vector<std::pair<uint32_t, ModelId>> resolved;
+  resolved.reserve(specs.size());
+  for (const NodeSpec& n : specs) {
+    if (n.id.empty()) return absl::InvalidArgumentError("node id is empty");
+    if (n.gpus < 1 || n.gpus > kMaxGpusPerNode) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node '", n.id, "': gpus must be 1..", kMaxGpusPerNode, ", got ", n.gpus));
+    }
+    const GpuModel* m = FindGpuModel(n.model);
+    if (m == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node '", n.id, "': unknown GPU model '", n.model, "'"));
+    }
+    auto dit = s.domain_by_key.find(absl::StrCat(n.center_id, "/", n.domain_id));
+    if (dit == s.domain_by_key.end()) {
+      return absl::NotFoundError(absl::StrCat("node '", n.id, "': domain '", n.center_id, "/",
+                                              n.domain_id, "' not found"));
+    }
+    if (s.node_by_id.contains(n.id) || !batch_ids.emplace(n.id, 0).second) {
+      return absl::AlreadyExistsError(absl::StrCat("node '", n.id, "' already exists"));
+    }
+    resolved.emplace_back(dit->second, m->id);
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    NodeRec n;
+    n.id = specs[i].id;
+    n.domain = resolved[i].first;
+    n.model = resolved[i].second;
+    n.cap = static_cast<int16_t>(specs[i].gpus);
+    n.free_now = n.cap;
+    const NodeIndex idx = static_cast<NodeIndex>(s.nodes.size());
+    s.node_by_id.emplace(n.id, idx);
+    s.domains[n.domain].nodes.push_back(idx);
+    s.nodes.push_back(std::move(n));
+    ++s.active_nodes;
+    s.total_gpus += specs[i].gpus;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Matcher::RemoveNode(absl::string_view node_id) {
+  State& s = *s_;
+  auto it = s.node_by_id.find(node_id);
+  if (it == s.node_by_id.end()) {
+    return absl::NotFoundError(absl::StrCat("node '", node_id, "' not found"));
+  }
+  NodeRec& n = s.nodes[it->second];
+  if (!n.segs.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node '", node_id, "' has ", n.segs.size(),
+                     " live allocations or holds; release them first"));
+  }
+  n.removed = true;
+  s.Reindex(it->second);
+  --s.active_nodes;
+  s.total_gpus -= n.cap;
+  auto& dn = s.domains[n.domain].nodes;
+  dn.erase(std::remove(dn.begin(), dn.end(), it->second), dn.end());
+  s.node_by_id.erase(it);
+  return absl::OkStatus();
+}
+
+absl::Status Matcher::SetNodeHealth(absl::string_view node_id, Health health) {
+  State& s = *s_;
+  auto it = s.node_by_id.find(node_id);
+  if (it == s.node_by_id.end()) {
+    return absl::NotFoundError(absl::StrCat("node '", node_id, "' not found"));
+  }
+  s.nodes[it->second].health = health;
+  s.Reindex(it->second);
+  return absl::OkStatus();
+}
+
+absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  if (spec.id.empty()) return absl::InvalidArgumentError("offer id is empty");
+  if (s.offer_by_id.contains(spec.id)) {
+    return absl::AlreadyExistsError(absl::StrCat("offer '", spec.id, "' already exists"));
+  }
+  if (spec.price_per_gpu_hour <= 0) {
+    return absl::InvalidArgumentError("offer price_per_gpu_hour must be more than 0");
+  }
+  if (spec.min_lease < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("offer min_lease must not be negative");
+  }
+  const int64_t from = Us(spec.from), until = Us(spec.until);
+  if (until <= from) return absl::InvalidArgumentError("offer 'until' must be after 'from'");
+  if (until <= s.now) return absl::InvalidArgumentError("offer 'until' is in the past");
+  auto cit = s.center_by_id.find(spec.center_id);
+  if (cit == s.center_by_id.end()) {
+    return absl::NotFoundError(absl::StrCat("center '", spec.center_id, "' not found"));
+  }
+  if (spec.domain_id.empty() == spec.node_ids.empty()) {
+    return absl::InvalidArgumentError("an offer names either a domain or a list of nodes");
+  }
+  std::vector<NodeIndex> covered;
+  if (!spec.domain_id.empty()) {
+    auto dit = s.domain_by_key.find(absl::StrCat(spec.center_id, "/", spec.domain_id));
+    if (dit == s.domain_by_key.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("domain '", spec.center_id, "/", spec.domain_id, "' not found"));
+    }
+    covered = s.domains[dit->second].nodes;
+    if (covered.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("domain '", spec.domain_id, "' has no nodes to offer"));
+    }
+  } else {
+    for (const std::string& id : spec.node_ids) {
+      auto nit = s.node_by_id.find(id);
+      if (nit == s.node_by_id.end()) {
+        return absl::NotFoundError(absl::StrCat("node '", id, "' not found"));
+      }
+      if (s.domains[s.nodes[nit->second].domain].center != cit->second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("node '", id, "' is not in center '", spec.center_id, "'"));
+      }
+      covered.push_back(nit->second);
+    }
+    std::sort(covered.begin(), covered.end());
+    if (std::adjacent_find(covered.begin(), covered.end()) != covered.end()) {
+      return absl::InvalidArgumentError("the offer names a node twice");
+    }
+  }
+  for (NodeIndex ni : covered) {
+    for (uint32_t oi : s.nodes[ni].offers) {
+      const OfferRec& o = s.offers[oi];
+      if (!o.withdrawn && o.from < until && from < o.until) {
+        return absl::FailedPreconditionError(absl::StrCat("node '", s.nodes[ni].id,
+                                                          "' is already on sale in offer '", o.id,
+                                                          "' over an overlapping window"));
+      }
+    }
+  }
+  const uint32_t oidx = static_cast<uint32_t>(s.offers.size());
+  OfferRec o;
+  o.id = spec.id;
+  o.center = cit->second;
+  o.from = from;
+  o.until = until;
+  o.min_lease = Us(spec.min_lease);
+  o.price = spec.price_per_gpu_hour;
+  o.whole_only = spec.whole_node_only;
+  // One pool per (domain, model, size).
+  std::sort(covered.begin(), covered.end(), [&](NodeIndex a, NodeIndex b) {
+    const NodeRec& x = s.nodes[a];
+    const NodeRec& y = s.nodes[b];
+    return std::tie(x.domain, x.model, x.cap, a) < std::tie(y.domain, y.model, y.cap, b);
+  });
+  for (size_t i = 0; i < covered.size();) {
+    const NodeRec& first = s.nodes[covered[i]];
+    size_t j = i;
+    Pool p;
+    p.offer = oidx;
+    p.domain = first.domain;
+    p.center = s.domains[first.domain].center;
+    p.model = first.model;
+    p.cap = first.cap;
+    p.price = o.price;
+    p.from = from;
+    p.until = until;
+    p.min_lease = o.min_lease;
+    p.whole_only = o.whole_only;
+    while (j < covered.size() && s.nodes[covered[j]].domain == first.domain &&
+           s.nodes[covered[j]].model == first.model && s.nodes[covered[j]].cap == first.cap) {
+      p.nodes.push_back(covered[j]);
+      ++j;
+    }
+    p.words = static_cast<uint32_t>((p.nodes.size() + 63) / 64);
+    p.bits.assign(static_cast<size_t>(p.cap + 2) * p.words, 0);
+    p.count.assign(static_cast<size_t>(p.cap + 2), 0);
+    const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
+    for (uint32_t local = 0; local < p.nodes.size(); ++local) {
+      s.nodes[p.nodes[local]].members.push_back({pi, local, -1});
+    }
+    s.domains[p.domain].pools.push_back(pi);
+    o.pools.push_back(pi);
+    s.pools.push_back(std::move(p));
+    for (uint32_t local = 0; local < s.pools[pi].nodes.size(); ++local) {
+      s.Reindex(s.pools[pi].nodes[local]);
+    }
+    auto by_price = [&](PoolIndex a, PoolIndex b) {
+      return std::tie(s.pools[a].price, a) < std::tie(s.pools[b].price, b);
+    };
+    auto& ml = s.model_pools[s.pools[pi].model];
+    ml.insert(std::upper_bound(ml.begin(), ml.end(), pi, by_price), pi);
+    s.all_pools.insert(std::upper_bound(s.all_pools.begin(), s.all_pools.end(), pi, by_price), pi);
+    i = j;
+  }
+  for (NodeIndex ni : covered) s.nodes[ni].offers.push_back(oidx);
+  s.offer_by_id.emplace(o.id, oidx);
+  s.offers.push_back(std::move(o));
+  return absl::OkStatus();
+}
+
+absl::Status Matcher::WithdrawOffer(absl::string_view offer_id, absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  auto it = s.offer_by_id.find(offer_id);
+  if (it == s.offer_by_id.end() || s.offers[it->second].withdrawn) {
+    return absl::NotFoundError(absl::StrCat("offer '", offer_id, "' not found"));
+  }
+  OfferRec& o = s.offers[it->second];
+  o.withdrawn = true;
+  for (PoolIndex pi : o.pools) {
+    Pool& p = s.pools[pi];
+    p.dead = true;
+    auto drop = [pi](std::vector<PoolIndex>& v) {
+      v.erase(std::remove(v.begin(), v.end(), pi), v.end());
+    };
+    drop(s.model_pools[p.model]);
+    drop(s.all_pools);
+    drop(s.domains[p.domain].pools);
+    for (NodeIndex ni : p.nodes) {
+      auto& mem = s.nodes[ni].members;
+      mem.erase(
+          std::remove_if(mem.begin(), mem.end(), [pi](const Member& m) { return m.pool == pi; }),
+          mem.end());
+    }
+    std::fill(p.bits.begin(), p.bits.end(), 0);
+    std::fill(p.count.begin(), p.count.end(), 0);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Decision> Matcher::Quote(const Request& request, absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  Compiled c;
+  if (absl::Status st = s.Compile(request, &c); !st.ok()) return st;
+  Decision d;
+  Pick pick = s.Match(c, true);
+  if (!pick.ok) {
+    d.rejection = s.Explain(c);
+    return d;
+  }
+  d.granted = true;
+  d.allocation = s.MakeAllocation(c, pick, 0, request.buyer);
+  return d;
+}
+
+absl::StatusOr<Decision> Matcher::Allocate(const Request& request, absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  Compiled c;
+  if (absl::Status st = s.Compile(request, &c); !st.ok()) return st;
+  Decision d;
+  Pick pick = s.Match(c, true);
+  if (!pick.ok) {
+    d.rejection = s.Explain(c);
+    return d;
+  }
+  d.granted = true;
+  const AllocationId id = s.next_id++;
+  LiveRec& rec = s.Commit(s.MakeAllocation(c, pick, id, request.buyer), pick, c.s, c.e);
+  s.events.push_back({id, rec.a.state, EndReason::kNone, FromUs(s.now)});
+  d.allocation = rec.a;
+  return d;
+}
+
+absl::StatusOr<Decision> Matcher::Hold(const Request& request, absl::Duration ttl,
+                                       absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  if (ttl <= absl::ZeroDuration() || ttl > absl::Hours(1)) {
+    return absl::InvalidArgumentError("a hold's ttl must be more than 0 and at most 1 hour");
+  }
+  Compiled c;
+  if (absl::Status st = s.Compile(request, &c); !st.ok()) return st;
+  // A start-now hold keeps the GPUs until the latest redeem's full duration.
+  Compiled held = c;
+  if (c.start_now) held.e = c.e + Us(ttl);
+  Decision d;
+  Pick pick = s.Match(held, true);
+  if (!pick.ok) {
+    d.rejection = s.Explain(c);
+    return d;
+  }
+  d.granted = true;
+  const AllocationId id = s.next_id++;
+  Allocation a = s.MakeAllocation(c, pick, id, request.buyer);
+  a.state = AllocationState::kHeld;
+  a.hold_expires = FromUs(s.now + Us(ttl));
+  LiveRec& rec = s.Commit(std::move(a), pick, held.s, held.e);
+  rec.a.state = AllocationState::kHeld;
+  rec.padded = c.start_now;
+  rec.hold_until = s.now + Us(ttl);
+  s.timeline.push({rec.hold_until, EvKind::kHoldLapse, id});
+  s.events.push_back({id, AllocationState::kHeld, EndReason::kNone, FromUs(s.now)});
+  d.allocation = rec.a;
+  return d;
+}
+
+absl::StatusOr<Allocation> Matcher::Redeem(AllocationId hold_id, absl::string_view buyer,
+                                           absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  auto it = s.live.find(hold_id);
+  if (it == s.live.end() || it->second.a.state != AllocationState::kHeld) {
+    return absl::NotFoundError(
+        absl::StrCat("binding quote ", hold_id, " not found: unknown, lapsed or redeemed"));
+  }
+  LiveRec& rec = it->second;
+  if (rec.a.buyer != buyer) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("binding quote ", hold_id, " belongs to another buyer"));
+  }
+  const int64_t duration = Us(rec.a.end - rec.a.start);
+  if (rec.padded) {
+    // A start-now hold: the allocation runs [now, now + duration), inside the held interval.
+    const int64_t new_end = s.now + duration;
+    rec.start = s.now;
+    rec.end = new_end;
+    for (const Slice& sl : rec.a.slices) {
+      for (Seg& sg : s.nodes[sl.node].segs) {
+        if (sg.alloc == hold_id) {
+          sg.start = s.now;
+          sg.end = new_end;
+        }
+      }
+    }
+    rec.a.start = FromUs(s.now);
+    rec.a.end = FromUs(new_end);
+    s.timeline.push({new_end, EvKind::kEnd, hold_id});
+  }
+  rec.a.state = rec.activated ? AllocationState::kActive : AllocationState::kReserved;
+  rec.a.hold_expires = absl::InfinitePast();
+  rec.hold_until = 0;
+  rec.padded = false;
+  s.events.push_back({hold_id, rec.a.state, EndReason::kRedeemed, FromUs(s.now)});
+  return rec.a;
+}
+
+absl::Status Matcher::Release(AllocationId id, absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  auto it = s.live.find(id);
+  if (it == s.live.end()) {
+    return absl::NotFoundError(absl::StrCat("allocation ", id, " not found or already ended"));
+  }
+  s.Finish(it, EndReason::kReleased, s.now);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Allocation> Matcher::Extend(AllocationId id, absl::Time new_end_t,
+                                           absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  auto it = s.live.find(id);
+  if (it == s.live.end()) {
+    return absl::NotFoundError(absl::StrCat("allocation ", id, " not found or already ended"));
+  }
+  LiveRec& rec = it->second;
+  if (rec.a.state == AllocationState::kHeld) {
+    return absl::FailedPreconditionError("a binding quote cannot be extended; redeem it first");
+  }
+  const int64_t new_end = Us(new_end_t);
+  if (new_end <= rec.end) {
+    return absl::InvalidArgumentError("the new end must be after the allocation's current end");
+  }
+  if (new_end - rec.start > Us(absl::Hours(24 * 366))) {
+    return absl::InvalidArgumentError("an allocation may last at most 366 days");
+  }
+  for (size_t i = 0; i < rec.a.slices.size(); ++i) {
+    const Slice& sl = rec.a.slices[i];
+    const NodeRec& n = s.nodes[sl.node];
+    const Pool& p = s.pools[rec.slice_pool[i]];
+    if (p.dead) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the offer on node '", n.id, "' was withdrawn; the allocation cannot be extended"));
+    }
+    if (p.until < new_end) {
+      return absl::FailedPreconditionError(absl::StrCat("node '", n.id, "' is on sale only until ",
+                                                        absl::FormatTime(FromUs(p.until))));
+    }
+    if (n.health != Health::kHealthy || n.removed) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node '", n.id, "' is ", HealthName(n.health), "; it cannot be extended"));
+    }
+    if (s.FreeOver(n, rec.end, new_end) < sl.gpus) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node '", n.id,
+                       "' is sold to someone else before the new end; the same GPUs are not "
+                       "free"));
+    }
+  }
+  for (const Slice& sl : rec.a.slices) {
+    for (Seg& sg : s.nodes[sl.node].segs) {
+      if (sg.alloc == id) sg.end = new_end;
+    }
+  }
+  rec.end = new_end;
+  rec.a.end = FromUs(new_end);
+  rec.a.total_price = PriceFor(rec.rate, FromUs(new_end) - rec.a.start);
+  s.timeline.push({new_end, EvKind::kEnd, id});
+  return rec.a;
+}
+
+void Matcher::Advance(absl::Time now_t) { s_->AdvanceTo(Us(now_t)); }
+
+std::vector<AllocationEvent> Matcher::TakeEvents() {
+  std::vector<AllocationEvent> out;
+  out.swap(s_->events);
+  return out;
+}
+
+const Allocation* Matcher::Find(AllocationId id) const {
+  auto it = s_->live.find(id);
+  return it == s_->live.end() ? nullptr : &it->second.a;
+}
+
+const std::string& Matcher::NodeId(NodeIndex node) const { return s_->nodes.at(node).id; }
+
+MarketTotals Matcher::Totals() const {
+  MarketTotals t;
+  t.nodes = s_->active_nodes;
+  t.gpus = s_->total_gpus;
+  t.sold_gpus_now = s_->used_now;
+  t.live_allocations = static_cast<int64_t>(s_->live.size());
+  return t;
+}
+
+AuditReport Matcher::Audit() const {
+  const State& s = *s_;
+  AuditReport rep;
+  auto problem = [&rep](std::string msg) {
+    ++rep.violations;
+    if (rep.problems.size() < 20) rep.problems.push_back(std::move(msg));
+  };
+  int64_t used_now = 0;
+  for (NodeIndex ni = 0; ni < s.nodes.size(); ++ni) {
+    const NodeRec& n = s.nodes[ni];
+    int used = 0, future = 0;
+    for (const Seg& a : n.segs) {
+      if (a.start <= s.now && s.now < a.end) used += a.gpus;
+      if (a.start > s.now) ++future;
+      if (a.start >= a.end) problem(absl::StrCat("node ", n.id, ": empty interval"));
+      // Oversell check at every point where usage can peak.
+      int at = 0;
+      for (const Seg& b : n.segs) {
+        if (b.start <= a.start && a.start < b.end) at += b.gpus;
+      }
+      if (at > n.cap) {
+        problem(absl::StrCat("node ", n.id, ": ", at, " GPUs sold at ",
+                             absl::FormatTime(FromUs(a.start)), " of ", n.cap));
+      }
+      auto lit = s.live.find(a.alloc);
+      if (lit == s.live.end()) {
+        problem(absl::StrCat("node ", n.id, ": interval of unknown allocation ", a.alloc));
+      }
+    }
+    used_now += used;
+    if (n.free_now != n.cap - used) {
+      problem(absl::StrCat("node ", n.id, ": free_now ", n.free_now, " but calendar says ",
+                           n.cap - used));
+    }
+    if (n.future != future) problem(absl::StrCat("node ", n.id, ": future count mismatch"));
+    const int want = s.DesiredRow(n);
+    for (const Member& m : n.members) {
+      const Pool& p = s.pools[m.pool];
+      if (m.row != want) problem(absl::StrCat("node ", n.id, ": indexed in the wrong row"));
+      for (int r = 0; r <= p.cap + 1; ++r) {
+        const bool set = (p.Row(r)[m.local >> 6] >> (m.local & 63)) & 1;
+        if (set != (r == m.row)) problem(absl::StrCat("node ", n.id, ": pool bit mismatch"));
+      }
+    }
+  }
+  if (used_now != s.used_now) problem("sold GPUs now: running total disagrees with the calendar");
+  for (const Pool& p : s.pools) {
+    for (int r = 0; r <= p.cap + 1; ++r) {
+      int32_t bitsum = 0;
+      for (uint32_t w = 0; w < p.words; ++w) bitsum += __builtin_popcountll(p.Row(r)[w]);
+      if (bitsum != p.count[r]) problem("pool row count disagrees with its bits");
+    }
+  }
+  for (const auto& [id, rec] : s.live) {
+    int32_t g = 0;
+    for (size_t i = 0; i < rec.a.slices.size(); ++i) {
+      const Slice& sl = rec.a.slices[i];
+      g += sl.gpus;
+      const NodeRec& n = s.nodes[sl.node];
+      int found = 0;
+      for (const Seg& sg : n.segs) {
+        if (sg.alloc == id) {
+          ++found;
+          if (sg.gpus != sl.gpus || sg.start != rec.start || sg.end != rec.end) {
+            problem(absl::StrCat("allocation ", id, ": slice disagrees with the calendar"));
+          }
+        }
+      }
+      if (found != 1) problem(absl::StrCat("allocation ", id, ": slice not in the calendar"));
+      const Pool& p = s.pools[rec.slice_pool[i]];
+      if (sl.price_per_gpu_hour != p.price) problem(absl::StrCat("allocation ", id, ": price"));
+      if (p.from > rec.start || p.until < rec.end) {
+        problem(absl::StrCat("allocation ", id, ": outside its offer's window"));
+      }
+    }
+    if (g != rec.a.gpus()) problem("gpus");
+  }
+  return rep;
+}
+
+}  // namespace suanli::scheduler
