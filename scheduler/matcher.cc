@@ -35,13 +35,16 @@ struct Seg {
   AllocationId alloc;
 };
 
-// A node's place in one pool's index: row r <= cap holds clean nodes with r GPUs free now; row
-// cap + 1 holds dirty nodes (with a sale that starts in the future), whose free count depends on
-// the interval asked; -1 means not sellable (unhealthy or removed).
+// A node's place in one pool's index: `row` is its free GPUs now (-1: not sellable, being
+// unhealthy or removed). A sellable node with a sale that starts in the future is also listed in
+// the pool's `future` list under `ffs`, the first such start: until then its free count is the
+// row's, after it the calendar must be asked.
 struct Member {
   PoolIndex pool;
   uint32_t local;
   int16_t row;
+  int64_t listed_ffs;   // key in the pool's future list, or kNever when not listed
+  int64_t listed_busy;  // key in the pool's clean list, or kNever when not listed
 };
 
 struct CenterRec {
@@ -69,7 +72,8 @@ struct NodeRec {
   ModelId model;
   int16_t cap;
   int16_t free_now;
-  int16_t future = 0;  // segments that start after now
+  int16_t future = 0;    // segments that start after now
+  int64_t ffs = kNever;  // the earliest start among them
   Health health = Health::kHealthy;
   bool removed = false;
   absl::InlinedVector<Seg, 2> segs;
@@ -98,12 +102,26 @@ struct Pool {
   bool dead = false;
   std::vector<NodeIndex> nodes;  // ascending node index; local index = position
   uint32_t words;
-  std::vector<uint64_t> bits;  // (cap + 2) rows of `words` words
+  std::vector<uint64_t> bits;  // cap + 1 rows of `words` words: row f = nodes with f free now
   std::vector<int32_t> count;  // per row
+  // Sellable nodes with a future sale, by (first future start, local index).
+  std::vector<std::pair<int64_t, uint32_t>> future;
+  // Every other sellable node, by (the end of its last sale, local index): wholly free from then.
+  std::vector<std::pair<int64_t, uint32_t>> clean;
   uint64_t* Row(int r) { return bits.data() + static_cast<size_t>(r) * words; }
   const uint64_t* Row(int r) const { return bits.data() + static_cast<size_t>(r) * words; }
-  int DirtyRow() const { return cap + 1; }
 };
+
+// Calls fn(local) for every set bit of a row, in ascending order, while fn returns true.
+template <typename Fn>
+bool ForEachBit(const uint64_t* row, uint32_t words, Fn fn) {
+  for (uint32_t w = 0; w < words; ++w) {
+    for (uint64_t bits = row[w]; bits != 0; bits &= bits - 1) {
+      if (!fn(w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits)))) return false;
+    }
+  }
+  return true;
+}
 
 struct LiveRec {
   Allocation a;
@@ -214,6 +232,7 @@ struct Matcher::State {
   std::vector<uint32_t> seen_groups;
   uint32_t seen_epoch = 0;
   std::vector<uint32_t> group_seen_mark;
+  std::vector<uint64_t> exact_mask;
 
   // ---------------------------------------------------------------- calendar
 
@@ -233,39 +252,76 @@ struct Matcher::State {
     return n.cap - max_used;
   }
 
-  int DesiredRow(const NodeRec& n) const {
-    if (n.removed || n.health != Health::kHealthy) return -1;
-    if (n.future > 0) return n.cap + 1;
-    return n.free_now;
+  static bool Sellable(const NodeRec& n) { return !n.removed && n.health == Health::kHealthy; }
+  static int DesiredRow(const NodeRec& n) { return Sellable(n) ? n.free_now : -1; }
+  static int64_t DesiredFfs(const NodeRec& n) {
+    return Sellable(n) && n.future > 0 ? n.ffs : kNever;
+  }
+  static int64_t DesiredBusy(const NodeRec& n) {
+    if (!Sellable(n) || n.future > 0) return kNever;
+    int64_t busy = std::numeric_limits<int64_t>::min();
+    for (const Seg& sg : n.segs) busy = std::max(busy, sg.end);
+    return busy;
   }
 
+  // Moves a node's entry in a sorted (key, local) list from key `from` to key `to` (kNever: none).
+  static void Relist(std::vector<std::pair<int64_t, uint32_t>>& list, uint32_t local, int64_t from,
+                     int64_t to) {
+    if (from == to) return;
+    if (from != kNever) {
+      list.erase(std::lower_bound(list.begin(), list.end(), std::make_pair(from, local)));
+    }
+    if (to != kNever) {
+      const auto key = std::make_pair(to, local);
+      list.insert(std::lower_bound(list.begin(), list.end(), key), key);
+    }
+  }
+
+  // Recomputes the node's first future start after its calendar changed.
+  void RefreshFfs(NodeRec& n) const {
+    n.ffs = kNever;
+    for (const Seg& sg : n.segs) {
+      if (sg.start > now) n.ffs = std::min(n.ffs, sg.start);
+    }
+  }
+
+  // Brings the node's place in every pool's index up to date.
   void Reindex(NodeIndex idx) {
     NodeRec& n = nodes[idx];
     const int16_t want = static_cast<int16_t>(DesiredRow(n));
+    const int64_t want_ffs = DesiredFfs(n);
+    const int64_t want_busy = DesiredBusy(n);
     for (Member& m : n.members) {
-      if (m.row == want) continue;
       Pool& p = pools[m.pool];
-      const uint32_t w = m.local >> 6;
-      const uint64_t bit = uint64_t{1} << (m.local & 63);
-      if (m.row >= 0) {
-        p.Row(m.row)[w] &= ~bit;
-        --p.count[m.row];
+      if (m.row != want) {
+        const uint32_t w = m.local >> 6;
+        const uint64_t bit = uint64_t{1} << (m.local & 63);
+        if (m.row >= 0) {
+          p.Row(m.row)[w] &= ~bit;
+          --p.count[m.row];
+        }
+        if (want >= 0) {
+          p.Row(want)[w] |= bit;
+          ++p.count[want];
+        }
+        m.row = want;
       }
-      if (want >= 0) {
-        p.Row(want)[w] |= bit;
-        ++p.count[want];
-      }
-      m.row = want;
+      Relist(p.future, m.local, m.listed_ffs, want_ffs);
+      m.listed_ffs = want_ffs;
+      Relist(p.clean, m.local, m.listed_busy, want_busy);
+      m.listed_busy = want_busy;
     }
   }
 
   // ---------------------------------------------------------------- time
 
   void AdvanceTo(int64_t t) {
-    if (t > now) now = t;
-    while (!timeline.empty() && timeline.top().t <= now) {
+    if (t <= now) return;
+    // Time moves event by event so that each change sees the calendar as of its own instant.
+    while (!timeline.empty() && timeline.top().t <= t) {
       const TimeEv ev = timeline.top();
       timeline.pop();
+      now = std::max(now, ev.t);
       auto it = live.find(ev.id);
       if (it == live.end()) continue;
       LiveRec& rec = it->second;
@@ -288,6 +344,7 @@ struct Matcher::State {
           break;
       }
     }
+    now = t;
   }
 
   void Activate(LiveRec& rec) {
@@ -296,6 +353,7 @@ struct Matcher::State {
       NodeRec& n = nodes[sl.node];
       n.free_now = static_cast<int16_t>(n.free_now - sl.gpus);
       --n.future;
+      RefreshFfs(n);
       used_now += sl.gpus;
       Reindex(sl.node);
     }
@@ -317,6 +375,7 @@ struct Matcher::State {
         used_now -= sl.gpus;
       } else {
         --n.future;
+        RefreshFfs(n);
       }
       --domains[n.domain].live_segments;
       Reindex(sl.node);
@@ -435,7 +494,7 @@ struct Matcher::State {
 
   int32_t SellableCount(const Pool& p) const {
     int32_t n = 0;
-    for (int r = 0; r <= p.cap + 1; ++r) n += p.count[r];
+    for (int r = 0; r <= p.cap; ++r) n += p.count[r];
     return n;
   }
 
@@ -477,74 +536,107 @@ struct Matcher::State {
     }
   }
 
+  // Calls fn(local, f) for the sellable nodes of the pool whose free count over the request's
+  // interval the rows do not give (f is that count): at a start-now request, the nodes whose
+  // first future sale starts before the request ends; otherwise every sellable node that might
+  // hold a slice.
+  template <typename Fn>
+  void ForEachExact(const Pool& p, const Compiled& c, Fn fn) const {
+    if (c.start_now) {
+      for (const auto& [ffs, local] : p.future) {
+        if (ffs >= c.e) break;
+        const NodeRec& n = nodes[p.nodes[local]];
+        // Free over the interval is at most free now: too few now, too few over it.
+        if (n.free_now >= c.x) fn(local, FreeOver(n, c.s, c.e));
+      }
+      return;
+    }
+    // A future start: nodes wholly free by then answer from the clean list; a node still busy
+    // then cannot take a whole-node slice, and otherwise the calendar answers.
+    for (const auto& [busy, local] : p.clean) {
+      if (busy <= c.s) {
+        fn(local, p.cap);
+      } else if (c.x < p.cap) {
+        fn(local, FreeOver(nodes[p.nodes[local]], c.s, c.e));
+      } else {
+        break;  // sorted: the rest are busy then too
+      }
+    }
+    for (const auto& [ffs, local] : p.future) fn(local, FreeOver(nodes[p.nodes[local]], c.s, c.e));
+  }
+
+  // At a start-now request: marks the pool's exact nodes in exact_mask (sized to the pool).
+  void MarkExact(const Pool& p, const Compiled& c) {
+    exact_mask.assign(p.words, 0);
+    for (const auto& [ffs, local] : p.future) {
+      if (ffs >= c.e) break;
+      exact_mask[local >> 6] |= uint64_t{1} << (local & 63);
+    }
+  }
+
+  bool HasExact(const Pool& p, const Compiled& c) const {
+    return !c.start_now || (!p.future.empty() && p.future.front().first < c.e);
+  }
+
   // Appends the pool's best candidates in per-slice order until their capacity covers `budget`
   // (nodes for fixed slices, GPUs otherwise). Returns the capacity appended.
   int64_t Collect(PoolIndex pi, const Compiled& c, int64_t budget, std::vector<Cand>* out) {
     const Pool& p = pools[pi];
-    const DomainRec& dom = domains[p.domain];
-    const uint8_t d = dom.live_segments == 0 ? 1 : 0;
+    const uint8_t d = domains[p.domain].live_segments == 0 ? 1 : 0;
     const uint64_t r = op_last_sale[centers[p.center].op];
     int64_t got = 0;
     auto emit = [&](uint32_t local, int f) {
-      const NodeIndex ni = p.nodes[local];
       Cand cd;
       cd.price = p.price;
       cd.d = d;
       cd.b = (f == p.cap && c.x < p.cap) ? 1 : 0;
       cd.l = static_cast<int16_t>(f - c.x);
       cd.r = r;
-      cd.node = ni;
+      cd.node = p.nodes[local];
       cd.f = static_cast<int16_t>(f);
       cd.pool = pi;
       out->push_back(cd);
       got += c.fixed ? 1 : f;
     };
     const size_t first = out->size();
+    const bool exact = HasExact(p, c);
+    ForEachExact(p, c, [&](uint32_t local, int f) {
+      if (f >= c.x) emit(local, f);
+    });
     if (c.start_now) {
-      // Dirty nodes: exact free counts.
-      const int dr = p.DirtyRow();
-      if (p.count[dr] > 0) {
-        const uint64_t* row = p.Row(dr);
-        for (uint32_t w = 0; w < p.words; ++w) {
-          for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
-            const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
-            const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
-            if (f >= c.x) emit(local, f);
-          }
-        }
-      }
-      const size_t dirty_end = out->size();
-      int64_t dirty_got = got;
+      // The rest answer from the index: rows in order of the per-slice terms (best fit first,
+      // whole nodes last) and ascending node index within a row.
+      if (exact) MarkExact(p, c);
+      const int64_t exact_got = got;
       got = 0;
-      // Clean nodes: rows in order of the per-slice terms, best fit first, whole nodes last.
       for (int f = c.x; f <= p.cap && got < budget; ++f) {
         if (p.count[f] == 0) continue;
-        const uint64_t* row = p.Row(f);
-        for (uint32_t w = 0; w < p.words && got < budget; ++w) {
-          for (uint64_t bitsw = row[w]; bitsw != 0 && got < budget; bitsw &= bitsw - 1) {
-            emit(w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw)), f);
-          }
-        }
+        ForEachBit(p.Row(f), p.words, [&](uint32_t local) {
+          if (exact && ((exact_mask[local >> 6] >> (local & 63)) & 1)) return true;
+          emit(local, f);
+          return got < budget;
+        });
       }
-      got += dirty_got;
-      if (dirty_end != first) {
-        std::sort(out->begin() + static_cast<ptrdiff_t>(first), out->end(), KappaLess);
-      }
-      return got;
+      got += exact_got;
     }
-    // A future start: every sellable node's free count depends on the interval.
-    for (int rr = 0; rr <= p.cap + 1; ++rr) {
-      if (p.count[rr] == 0) continue;
-      const uint64_t* row = p.Row(rr);
-      for (uint32_t w = 0; w < p.words; ++w) {
-        for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
-          const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
-          const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
-          if (f >= c.x) emit(local, f);
-        }
-      }
+    if (exact) std::sort(out->begin() + static_cast<ptrdiff_t>(first), out->end(), KappaLess);
+    return got;
+  }
+
+  // A bound on Capacity from the index alone: free now bounds free over any start-now interval.
+  int64_t UpperBound(PoolIndex pi, const Compiled& c) const {
+    const Pool& p = pools[pi];
+    int64_t got = 0;
+    if (!c.start_now) {
+      if (c.x < p.cap) return int64_t{SellableCount(p)} * (c.fixed ? 1 : p.cap);
+      // Whole nodes: the clean ones wholly free by the start, and at most every dirty one.
+      const auto free_by_start =
+          std::upper_bound(p.clean.begin(), p.clean.end(),
+                           std::make_pair(c.s, std::numeric_limits<uint32_t>::max())) -
+          p.clean.begin();
+      return (free_by_start + static_cast<int64_t>(p.future.size())) * (c.fixed ? 1 : p.cap);
     }
-    std::sort(out->begin() + static_cast<ptrdiff_t>(first), out->end(), KappaLess);
+    for (int f = c.x; f <= p.cap; ++f) got += c.fixed ? p.count[f] : int64_t{p.count[f]} * f;
     return got;
   }
 
@@ -552,31 +644,20 @@ struct Matcher::State {
   int64_t Capacity(PoolIndex pi, const Compiled& c) const {
     const Pool& p = pools[pi];
     int64_t got = 0;
+    auto add = [&](int f, int64_t n) { got += c.fixed ? n : n * f; };
     if (c.start_now) {
-      for (int f = c.x; f <= p.cap; ++f) got += c.fixed ? p.count[f] : int64_t{p.count[f]} * f;
-      const int dr = p.DirtyRow();
-      if (p.count[dr] == 0) return got;
-      const uint64_t* row = p.Row(dr);
-      for (uint32_t w = 0; w < p.words; ++w) {
-        for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
-          const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
-          const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
-          if (f >= c.x) got += c.fixed ? 1 : f;
-        }
-      }
-      return got;
-    }
-    for (int rr = 0; rr <= p.cap + 1; ++rr) {
-      if (p.count[rr] == 0) continue;
-      const uint64_t* row = p.Row(rr);
-      for (uint32_t w = 0; w < p.words; ++w) {
-        for (uint64_t bitsw = row[w]; bitsw != 0; bitsw &= bitsw - 1) {
-          const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bitsw));
-          const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
-          if (f >= c.x) got += c.fixed ? 1 : f;
-        }
+      got = UpperBound(pi, c);
+      if (got == 0 || !HasExact(p, c)) return got;
+      // Exact nodes count with their calendar's answer instead of their row's.
+      for (const auto& [ffs, local] : p.future) {
+        if (ffs >= c.e) break;
+        const NodeRec& n = nodes[p.nodes[local]];
+        if (n.free_now >= c.x) add(n.free_now, -1);
       }
     }
+    ForEachExact(p, c, [&](uint32_t, int f) {
+      if (f >= c.x) add(f, 1);
+    });
     return got;
   }
 
@@ -682,14 +763,16 @@ struct Matcher::State {
       if (group_seen_mark[g] == seen_epoch) return true;
       group_seen_mark[g] = seen_epoch;
       GroupPools(c, check_price, g);
+      int64_t bound = 0;
+      for (PoolIndex q : group_pools) bound += UpperBound(q, c);
+      if (bound < c.need) return true;
       int64_t capa = 0;
       for (PoolIndex q : group_pools) capa += Capacity(q, c);
       if (capa < c.need) return true;
-      std::vector<PoolIndex> mine = group_pools;
       size_t i = 0;
       Pick pick = FillGroup(c, [&](PoolIndex* out) {
-        if (i == mine.size()) return false;
-        *out = mine[i++];
+        if (i == group_pools.size()) return false;
+        *out = group_pools[i++];
         return true;
       });
       if (PickLess(pick, best)) best = std::move(pick);
@@ -737,16 +820,19 @@ struct Matcher::State {
       one.fixed = false;
       ForEachPool(one, true, [&](PoolIndex pi) {
         const Pool& p = pools[pi];
-        for (int rr = 0; rr <= p.cap + 1; ++rr) {
-          if (p.count[rr] == 0) continue;
-          const uint64_t* row = p.Row(rr);
-          for (uint32_t w = 0; w < p.words; ++w) {
-            for (uint64_t bw = row[w]; bw != 0; bw &= bw - 1) {
-              const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bw));
-              const NodeRec& n = nodes[p.nodes[local]];
-              const int f = (c.start_now && rr <= p.cap) ? rr : FreeOver(n, c.s, c.e);
-              best = std::max<int64_t>(best, f);
-            }
+        ForEachExact(p, one, [&](uint32_t, int f) { best = std::max<int64_t>(best, f); });
+        if (!one.start_now) return true;
+        // The fullest row holding a node that the index answers for.
+        const bool exact = HasExact(p, one);
+        if (exact) MarkExact(p, one);
+        for (int f = p.cap; f > best; --f) {
+          if (p.count[f] == 0) continue;
+          const bool found = !ForEachBit(p.Row(f), p.words, [&](uint32_t local) {
+            return exact && ((exact_mask[local >> 6] >> (local & 63)) & 1);
+          });
+          if (found) {
+            best = f;
+            break;
           }
         }
         return true;
@@ -816,25 +902,22 @@ struct Matcher::State {
       const int64_t from = std::max(c.s, p.from);
       auto& [plist, ts] = groups[grouped ? GroupOf(p, c.locality) : 0];
       plist.push_back(pi);
-      for (int rr = 0; rr <= p.cap + 1; ++rr) {
-        if (p.count[rr] == 0) continue;
-        const uint64_t* row = p.Row(rr);
-        for (uint32_t w = 0; w < p.words; ++w) {
-          for (uint64_t bw = row[w]; bw != 0; bw &= bw - 1) {
-            const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bw));
-            const NodeRec& n = nodes[p.nodes[local]];
-            const int64_t t = NodeEarliest(n, c.x, from, c.d, p.until);
-            if (t == kNever) continue;
-            ts.push_back(t);
-            // A node with a future sale can become free again later, and an any-packing request
-            // gains GPUs at every end: then each of its ends counts.
-            if (rr == p.DirtyRow() || !c.fixed) {
-              for (const Seg& sg : n.segs) {
-                if (sg.end > t && sg.end + c.d <= p.until) ts.push_back(sg.end);
-              }
+      for (int r = 0; r <= p.cap; ++r) {
+        if (p.count[r] == 0) continue;
+        ForEachBit(p.Row(r), p.words, [&](uint32_t local) {
+          const NodeRec& n = nodes[p.nodes[local]];
+          const int64_t t = NodeEarliest(n, c.x, from, c.d, p.until);
+          if (t == kNever) return true;
+          ts.push_back(t);
+          // A node with a future sale can become free again later, and an any-packing request
+          // gains GPUs at every end: then each of its ends counts.
+          if (n.future > 0 || !c.fixed) {
+            for (const Seg& sg : n.segs) {
+              if (sg.end > t && sg.end + c.d <= p.until) ts.push_back(sg.end);
             }
           }
-        }
+          return true;
+        });
       }
     }
     std::optional<int64_t> best;
@@ -923,6 +1006,7 @@ struct Matcher::State {
       NodeRec& n = nodes[t.node];
       n.segs.push_back({s, e, t.gpus, rec.a.id});
       ++n.future;
+      n.ffs = std::min(n.ffs, s);
       ++domains[n.domain].live_segments;
       op_last_sale[centers[domains[n.domain].center].op] = sale_seq + 1;
     }
@@ -1185,11 +1269,11 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
       ++j;
     }
     p.words = static_cast<uint32_t>((p.nodes.size() + 63) / 64);
-    p.bits.assign(static_cast<size_t>(p.cap + 2) * p.words, 0);
-    p.count.assign(static_cast<size_t>(p.cap + 2), 0);
+    p.bits.assign(static_cast<size_t>(p.cap + 1) * p.words, 0);
+    p.count.assign(static_cast<size_t>(p.cap + 1), 0);
     const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
     for (uint32_t local = 0; local < p.nodes.size(); ++local) {
-      s.nodes[p.nodes[local]].members.push_back({pi, local, -1});
+      s.nodes[p.nodes[local]].members.push_back({pi, local, -1, kNever, kNever});
     }
     s.domains[p.domain].pools.push_back(pi);
     o.pools.push_back(pi);
@@ -1237,6 +1321,8 @@ absl::Status Matcher::WithdrawOffer(absl::string_view offer_id, absl::Time now_t
     }
     std::fill(p.bits.begin(), p.bits.end(), 0);
     std::fill(p.count.begin(), p.count.end(), 0);
+    p.future.clear();
+    p.clean.clear();
   }
   return absl::OkStatus();
 }
@@ -1336,6 +1422,7 @@ absl::StatusOr<Allocation> Matcher::Redeem(AllocationId hold_id, absl::string_vi
           sg.end = new_end;
         }
       }
+      s.Reindex(sl.node);
     }
     rec.a.start = FromUs(s.now);
     rec.a.end = FromUs(new_end);
@@ -1406,6 +1493,7 @@ absl::StatusOr<Allocation> Matcher::Extend(AllocationId id, absl::Time new_end_t
     for (Seg& sg : s.nodes[sl.node].segs) {
       if (sg.alloc == id) sg.end = new_end;
     }
+    s.Reindex(sl.node);
   }
   rec.end = new_end;
   rec.a.end = FromUs(new_end);
@@ -1473,22 +1561,46 @@ AuditReport Matcher::Audit() const {
                            n.cap - used));
     }
     if (n.future != future) problem(absl::StrCat("node ", n.id, ": future count mismatch"));
-    const int want = s.DesiredRow(n);
+    if (n.future > 0) {
+      int64_t ffs = kNever;
+      for (const Seg& a : n.segs) {
+        if (a.start > s.now) ffs = std::min(ffs, a.start);
+      }
+      if (ffs != n.ffs) problem(absl::StrCat("node ", n.id, ": first future start mismatch"));
+    }
+    const int want = State::DesiredRow(n);
+    const int64_t want_ffs = State::DesiredFfs(n);
     for (const Member& m : n.members) {
       const Pool& p = s.pools[m.pool];
       if (m.row != want) problem(absl::StrCat("node ", n.id, ": indexed in the wrong row"));
-      for (int r = 0; r <= p.cap + 1; ++r) {
+      for (int r = 0; r <= p.cap; ++r) {
         const bool set = (p.Row(r)[m.local >> 6] >> (m.local & 63)) & 1;
         if (set != (r == m.row)) problem(absl::StrCat("node ", n.id, ": pool bit mismatch"));
+      }
+      const bool listed =
+          std::binary_search(p.future.begin(), p.future.end(), std::make_pair(want_ffs, m.local));
+      if (m.listed_ffs != want_ffs || (want_ffs != kNever && !listed)) {
+        problem(absl::StrCat("node ", n.id, ": future list mismatch"));
+      }
+      const int64_t want_busy = State::DesiredBusy(n);
+      const bool in_clean =
+          std::binary_search(p.clean.begin(), p.clean.end(), std::make_pair(want_busy, m.local));
+      if (m.listed_busy != want_busy || (want_busy != kNever && !in_clean)) {
+        problem(absl::StrCat("node ", n.id, ": clean list mismatch"));
       }
     }
   }
   if (used_now != s.used_now) problem("sold GPUs now: running total disagrees with the calendar");
   for (const Pool& p : s.pools) {
-    for (int r = 0; r <= p.cap + 1; ++r) {
+    for (int r = 0; r <= p.cap; ++r) {
       int32_t bitsum = 0;
       for (uint32_t w = 0; w < p.words; ++w) bitsum += __builtin_popcountll(p.Row(r)[w]);
       if (bitsum != p.count[r]) problem("pool row count disagrees with its bits");
+    }
+    if (!std::is_sorted(p.future.begin(), p.future.end())) problem("pool future list unsorted");
+    if (!std::is_sorted(p.clean.begin(), p.clean.end())) problem("pool clean list unsorted");
+    if (static_cast<int32_t>(p.future.size() + p.clean.size()) != s.SellableCount(p)) {
+      problem("pool lists do not hold every sellable node once");
     }
   }
   for (const auto& [id, rec] : s.live) {
