@@ -173,10 +173,13 @@ struct Cand {
   PoolIndex pool;
 };
 
-bool KappaLess(const Cand& a, const Cand& b) {
-  return std::tie(a.price, a.d, a.b, a.l, a.r, a.node) <
-         std::tie(b.price, b.d, b.b, b.l, b.r, b.node);
-}
+struct KappaOrder {
+  bool operator()(const Cand& a, const Cand& b) const {
+    return std::tie(a.price, a.d, a.b, a.l, a.r, a.node) <
+           std::tie(b.price, b.d, b.b, b.l, b.r, b.node);
+  }
+};
+constexpr KappaOrder KappaLess{};
 
 struct Take {
   NodeIndex node;
@@ -233,11 +236,21 @@ struct Matcher::State {
   uint32_t seen_epoch = 0;
   std::vector<uint32_t> group_seen_mark;
   std::vector<uint64_t> exact_mask;
+  std::vector<std::pair<int64_t, int64_t>> windows;
+  std::vector<std::pair<int64_t, int>> sweep;
 
   // ---------------------------------------------------------------- calendar
 
   // GPUs free on node n over [s, e).
   int FreeOver(const NodeRec& n, int64_t s, int64_t e) const {
+    // Most nodes have at most one sale overlapping the interval.
+    int overlapping = 0, last = 0;
+    for (const Seg& a : n.segs) {
+      if (a.end <= s || a.start >= e) continue;
+      ++overlapping;
+      last = a.gpus;
+    }
+    if (overlapping <= 1) return n.cap - last;
     int max_used = 0;
     for (const Seg& a : n.segs) {
       if (a.end <= s || a.start >= e) continue;
@@ -546,8 +559,9 @@ struct Matcher::State {
       for (const auto& [ffs, local] : p.future) {
         if (ffs >= c.e) break;
         const NodeRec& n = nodes[p.nodes[local]];
-        // Free over the interval is at most free now: too few now, too few over it.
-        if (n.free_now >= c.x) fn(local, FreeOver(n, c.s, c.e));
+        // Free over the interval is at most free now: too few now, too few over it. A sale that
+        // starts inside the interval leaves no whole node.
+        if (n.free_now >= c.x && c.x < p.cap) fn(local, FreeOver(n, c.s, c.e));
       }
       return;
     }
@@ -630,11 +644,7 @@ struct Matcher::State {
     if (!c.start_now) {
       if (c.x < p.cap) return int64_t{SellableCount(p)} * (c.fixed ? 1 : p.cap);
       // Whole nodes: the clean ones wholly free by the start, and at most every dirty one.
-      const auto free_by_start =
-          std::upper_bound(p.clean.begin(), p.clean.end(),
-                           std::make_pair(c.s, std::numeric_limits<uint32_t>::max())) -
-          p.clean.begin();
-      return (free_by_start + static_cast<int64_t>(p.future.size())) * (c.fixed ? 1 : p.cap);
+      return (CleanFreeBy(p, c.s) + static_cast<int64_t>(p.future.size())) * (c.fixed ? 1 : p.cap);
     }
     for (int f = c.x; f <= p.cap; ++f) got += c.fixed ? p.count[f] : int64_t{p.count[f]} * f;
     return got;
@@ -654,11 +664,26 @@ struct Matcher::State {
         const NodeRec& n = nodes[p.nodes[local]];
         if (n.free_now >= c.x) add(n.free_now, -1);
       }
+    } else if (c.x == p.cap) {
+      // Whole nodes at a future start: the clean ones free by then, counted from the list.
+      got = CleanFreeBy(p, c.s) * (c.fixed ? 1 : p.cap);
+      for (const auto& [ffs, local] : p.future) {
+        const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
+        if (f >= c.x) add(f, 1);
+      }
+      return got;
     }
     ForEachExact(p, c, [&](uint32_t, int f) {
       if (f >= c.x) add(f, 1);
     });
     return got;
+  }
+
+  // How many of the pool's clean nodes are wholly free from time t on.
+  static int64_t CleanFreeBy(const Pool& p, int64_t t) {
+    return std::upper_bound(p.clean.begin(), p.clean.end(),
+                            std::make_pair(t, std::numeric_limits<uint32_t>::max())) -
+           p.clean.begin();
   }
 
   // Fills one group from its pools (in price order), level by level of price.
@@ -671,11 +696,14 @@ struct Matcher::State {
     while (have && remaining > 0) {
       const Micros level = pools[pi].price;
       cands.clear();
+      int pools_in_level = 0;
       while (have && pools[pi].price == level) {
         Collect(pi, c, remaining, &cands);
+        ++pools_in_level;
         have = next_pool(&pi);
       }
-      std::sort(cands.begin(), cands.end(), KappaLess);
+      // One pool's candidates come in order already.
+      if (pools_in_level > 1) std::sort(cands.begin(), cands.end(), KappaLess);
       for (const Cand& cd : cands) {
         if (remaining == 0) break;
         const int32_t take =
@@ -851,6 +879,39 @@ struct Matcher::State {
     return static_cast<int32_t>(std::min<int64_t>(best, c.gpus));
   }
 
+  // Appends to `out` the ranges [a, b] of start times t in [from, bound) at which node n is
+  // wholly free over [t, t + d) with t + d <= until: the gaps between its sales.
+  static void WholeWindows(const NodeRec& n, int64_t from, int64_t d, int64_t until, int64_t bound,
+                           std::vector<std::pair<int64_t, int64_t>>* out) {
+    std::pair<int64_t, int64_t> segs[16];
+    size_t k = 0;
+    for (const Seg& sg : n.segs) {
+      if (sg.end > from && k < 16) segs[k++] = {sg.start, sg.end};
+    }
+    if (k == 16) {  // very busy node: fall back to sorting all of them
+      std::vector<std::pair<int64_t, int64_t>> all;
+      for (const Seg& sg : n.segs) {
+        if (sg.end > from) all.emplace_back(sg.start, sg.end);
+      }
+      std::sort(all.begin(), all.end());
+      return WindowsOf(all.data(), all.size(), from, d, until, bound, out);
+    }
+    std::sort(segs, segs + k);
+    WindowsOf(segs, k, from, d, until, bound, out);
+  }
+  static void WindowsOf(const std::pair<int64_t, int64_t>* segs, size_t k, int64_t from, int64_t d,
+                        int64_t until, int64_t bound,
+                        std::vector<std::pair<int64_t, int64_t>>* out) {
+    const int64_t last = std::min(until - d, bound - 1);
+    int64_t t = from;
+    for (size_t i = 0; i < k && t <= last; ++i) {
+      if (segs[i].second <= t) continue;
+      if (segs[i].first - d >= t) out->emplace_back(t, std::min(segs[i].first - d, last));
+      t = std::max(t, segs[i].second);
+    }
+    if (t <= last) out->emplace_back(t, last);
+  }
+
   // The earliest time t >= from at which node n has x GPUs free over [t, t + d) and t + d <=
   // until; kNever when none.
   int64_t NodeEarliest(const NodeRec& n, int x, int64_t from, int64_t d, int64_t until) const {
@@ -890,53 +951,172 @@ struct Matcher::State {
     return false;
   }
 
-  // The earliest start >= the asked one at which the request would be granted. Candidate times
-  // are the moments each node of the group could first hold a slice; at most
-  // kMaxEarliestCandidates of them are tried per group.
+  // The earliest start >= the asked one at which the request would be granted.
+  //
+  // For whole-node slices the clean lists answer most of it: a clean node is wholly free from
+  // the end of its last sale on, so a group's clean nodes alone first hold `need` slices at the
+  // need-th smallest such end (clamped to the window). The smallest of these over all groups is
+  // a time that works; a group can only do better with the help of its nodes with future sales,
+  // and only such groups (and groups of other shapes) are searched through the calendar.
   std::optional<int64_t> EarliestStart(const Compiled& c) {
     const bool grouped = c.locality == Locality::kDomain || c.locality == Locality::kCenter;
-    absl::flat_hash_map<uint32_t, std::pair<std::vector<PoolIndex>, std::vector<int64_t>>> groups;
+    absl::flat_hash_map<uint32_t, std::vector<PoolIndex>> groups;
     for (PoolIndex pi : all_pools) {
       const Pool& p = pools[pi];
       if (!StaticMatch(p, c, true, false) || p.until <= c.s) continue;
-      const int64_t from = std::max(c.s, p.from);
-      auto& [plist, ts] = groups[grouped ? GroupOf(p, c.locality) : 0];
-      plist.push_back(pi);
-      for (int r = 0; r <= p.cap; ++r) {
-        if (p.count[r] == 0) continue;
-        ForEachBit(p.Row(r), p.words, [&](uint32_t local) {
-          const NodeRec& n = nodes[p.nodes[local]];
-          const int64_t t = NodeEarliest(n, c.x, from, c.d, p.until);
-          if (t == kNever) return true;
-          ts.push_back(t);
-          // A node with a future sale can become free again later, and an any-packing request
-          // gains GPUs at every end: then each of its ends counts.
-          if (n.future > 0 || !c.fixed) {
-            for (const Seg& sg : n.segs) {
-              if (sg.end > t && sg.end + c.d <= p.until) ts.push_back(sg.end);
-            }
-          }
-          return true;
-        });
-      }
+      groups[grouped ? GroupOf(p, c.locality) : 0].push_back(pi);
     }
-    std::optional<int64_t> best;
-    for (auto& [g, group] : groups) {
-      auto& [plist, ts] = group;
-      // For fixed slices `need` nodes must each have had their first chance.
-      if (c.fixed && ts.size() < static_cast<size_t>(c.need)) continue;
-      std::sort(ts.begin(), ts.end());
-      ts.erase(std::unique(ts.begin(), ts.end()), ts.end());
-      int tries = 0;
-      for (size_t i = 0; i < ts.size() && tries < kMaxEarliestCandidates; ++i, ++tries) {
-        if (best.has_value() && ts[i] >= *best) break;
-        if (FitsIn(At(c, ts[i]), plist)) {
-          best = ts[i];
-          break;
+    int64_t best = kNever;
+    std::vector<uint32_t> slow;
+    for (const auto& [g, plist] : groups) {
+      if (!WholeNodes(c, plist)) {
+        slow.push_back(g);
+        continue;
+      }
+      const int64_t t = CleanEarliest(c, plist);
+      // With one pool the clean nodes' time is exact; across pools with different windows it is
+      // checked.
+      if (t != kNever && (plist.size() == 1 || FitsIn(At(c, t), plist))) best = std::min(best, t);
+    }
+    for (const auto& [g, plist] : groups) {
+      if (!WholeNodes(c, plist)) continue;
+      // Nodes that might be free before `best`: clean ones free by then, and nodes with a future
+      // sale that have room somewhere before it. Too few, and the group cannot do better.
+      int64_t could = 0, dirty = 0;
+      for (PoolIndex pi : plist) {
+        const Pool& p = pools[pi];
+        if (std::max(c.s, p.from) >= best) continue;
+        could += std::lower_bound(p.clean.begin(), p.clean.end(), std::make_pair(best, 0u)) -
+                 p.clean.begin();
+        dirty += static_cast<int64_t>(p.future.size());
+      }
+      if (could + dirty < c.need) continue;
+      for (PoolIndex pi : plist) {
+        const Pool& p = pools[pi];
+        const int64_t from = std::max(c.s, p.from);
+        if (from >= best) continue;
+        for (const auto& [ffs, local] : p.future) {
+          if (could >= c.need) break;
+          windows.clear();
+          WholeWindows(nodes[p.nodes[local]], from, c.d, p.until, best, &windows);
+          if (!windows.empty()) ++could;
         }
       }
+      if (could >= c.need) slow.push_back(g);
     }
+    for (uint32_t g : slow) {
+      const int64_t t = SearchEarliest(c, groups[g], best);
+      best = std::min(best, t);
+    }
+    if (best == kNever) return std::nullopt;
     return best;
+  }
+
+  // True when every slice takes a whole node of every pool listed.
+  static bool WholeNodes(const Compiled& c, const std::vector<PoolIndex>& plist,
+                         const std::vector<Pool>& all) {
+    if (!c.fixed) return false;
+    for (PoolIndex pi : plist) {
+      if (all[pi].cap != c.x) return false;
+    }
+    return true;
+  }
+  bool WholeNodes(const Compiled& c, const std::vector<PoolIndex>& plist) const {
+    return WholeNodes(c, plist, pools);
+  }
+
+  // The first time >= the asked start at which the group's clean nodes alone are wholly free for
+  // `need` slices over the whole duration, or kNever.
+  int64_t CleanEarliest(const Compiled& c, const std::vector<PoolIndex>& plist) const {
+    if (plist.size() == 1) {
+      const Pool& p = pools[plist[0]];
+      if (p.clean.size() < static_cast<size_t>(c.need)) return kNever;
+      const int64_t t = std::max({c.s, p.from, p.clean[static_cast<size_t>(c.need - 1)].first});
+      return t + c.d <= p.until ? t : kNever;
+    }
+    std::vector<int64_t> ts;
+    for (PoolIndex pi : plist) {
+      const Pool& p = pools[pi];
+      const int64_t from = std::max(c.s, p.from);
+      size_t taken = 0;
+      for (const auto& [busy, local] : p.clean) {
+        if (taken == static_cast<size_t>(c.need)) break;
+        const int64_t t = std::max(from, busy);
+        if (t + c.d > p.until) break;  // sorted: later ones end later still
+        ts.push_back(t);
+        ++taken;
+      }
+    }
+    if (ts.size() < static_cast<size_t>(c.need)) return kNever;
+    std::nth_element(ts.begin(), ts.begin() + (c.need - 1), ts.end());
+    return ts[static_cast<size_t>(c.need - 1)];
+  }
+
+  // The group's earliest start before `bound` through the calendar, or kNever. Candidate times
+  // are the moments each node could first hold a slice (and, for nodes with future sales or
+  // any-packing requests, each later end of a sale); at most kMaxEarliestCandidates are tried.
+  int64_t SearchEarliest(const Compiled& c, const std::vector<PoolIndex>& plist, int64_t bound) {
+    if (WholeNodes(c, plist)) return SweepEarliest(c, plist, bound);
+    std::vector<int64_t> ts;
+    for (PoolIndex pi : plist) {
+      const Pool& p = pools[pi];
+      const int64_t from = std::max(c.s, p.from);
+      if (from >= bound) continue;
+      auto visit = [&](uint32_t local) {
+        const NodeRec& n = nodes[p.nodes[local]];
+        const int64_t t = NodeEarliest(n, c.x, from, c.d, p.until);
+        if (t == kNever || t >= bound) return;
+        ts.push_back(t);
+        if (n.future > 0 || !c.fixed) {
+          for (const Seg& sg : n.segs) {
+            if (sg.end > t && sg.end < bound && sg.end + c.d <= p.until) ts.push_back(sg.end);
+          }
+        }
+      };
+      for (const auto& [busy, local] : p.clean) visit(local);
+      for (const auto& [ffs, local] : p.future) visit(local);
+    }
+    // For fixed slices `need` nodes must each have had their first chance.
+    if (c.fixed && ts.size() < static_cast<size_t>(c.need)) return kNever;
+    std::sort(ts.begin(), ts.end());
+    ts.erase(std::unique(ts.begin(), ts.end()), ts.end());
+    int tries = 0;
+    for (size_t i = 0; i < ts.size() && tries < kMaxEarliestCandidates; ++i, ++tries) {
+      if (FitsIn(At(c, ts[i]), plist)) return ts[i];
+    }
+    return kNever;
+  }
+
+  // Whole-node slices: the first time before `bound` at which `need` nodes of the group are
+  // wholly free for the duration, by a sweep over every node's free windows; kNever if none.
+  int64_t SweepEarliest(const Compiled& c, const std::vector<PoolIndex>& plist, int64_t bound) {
+    windows.clear();
+    for (PoolIndex pi : plist) {
+      const Pool& p = pools[pi];
+      const int64_t from = std::max(c.s, p.from);
+      if (from >= bound) continue;
+      for (const auto& [busy, local] : p.clean) {
+        if (std::max(from, busy) >= bound) break;  // sorted by the end of the last sale
+        WholeWindows(nodes[p.nodes[local]], from, c.d, p.until, bound, &windows);
+      }
+      for (const auto& [ffs, local] : p.future) {
+        WholeWindows(nodes[p.nodes[local]], from, c.d, p.until, bound, &windows);
+      }
+    }
+    // +1 when a window opens, -1 just after it closes; closes before opens at the same time.
+    sweep.clear();
+    for (const auto& [a, b] : windows) {
+      sweep.emplace_back(a, 1);
+      sweep.emplace_back(b + 1, -1);
+    }
+    std::sort(sweep.begin(), sweep.end());
+    int64_t open = 0;
+    for (size_t i = 0; i < sweep.size();) {
+      const int64_t t = sweep[i].first;
+      for (; i < sweep.size() && sweep[i].first == t; ++i) open += sweep[i].second;
+      if (open >= c.need) return t;
+    }
+    return kNever;
   }
 
   bool AnyStaticMatch(const Compiled& c) const {
@@ -966,7 +1146,9 @@ struct Matcher::State {
       return rj;
     }
     rj.reason = RejectReason::kInsufficientCapacity;
-    if (std::optional<int64_t> t = EarliestStart(c); t.has_value()) rj.earliest_start = FromUs(*t);
+    if (std::optional<int64_t> t = EarliestStart(c); t.has_value()) {
+      rj.earliest_start = FromUs(*t);
+    }
     rj.message = absl::StrCat(
         "not enough matching capacity is free; largest block now: ", rj.largest_block, " GPUs",
         rj.earliest_start.has_value()
