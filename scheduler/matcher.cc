@@ -91,6 +91,16 @@ struct OfferRec {
   std::vector<PoolIndex> pools;
 };
 
+// What whole-node questions need of a node's calendar, kept beside the pool's index so that
+// they are answered without reading the node: the latest end of its started sales, of all its
+// sales, and (when it has exactly one sale that starts in the future) that sale's interval.
+struct Brief {
+  int64_t busy_started = std::numeric_limits<int64_t>::min();
+  int64_t busy_all = std::numeric_limits<int64_t>::min();
+  int64_t future_start = 0, future_end = 0;
+  int32_t nfuture = 0;
+};
+
 // The nodes of one domain covered by one offer with one model and size: one price, one window.
 struct Pool {
   uint32_t offer, domain, center;
@@ -108,6 +118,7 @@ struct Pool {
   std::vector<std::pair<int64_t, uint32_t>> future;
   // Every other sellable node, by (the end of its last sale, local index): wholly free from then.
   std::vector<std::pair<int64_t, uint32_t>> clean;
+  std::vector<Brief> brief;  // per local index
   uint64_t* Row(int r) { return bits.data() + static_cast<size_t>(r) * words; }
   const uint64_t* Row(int r) const { return bits.data() + static_cast<size_t>(r) * words; }
 };
@@ -236,6 +247,7 @@ struct Matcher::State {
   uint32_t seen_epoch = 0;
   std::vector<uint32_t> group_seen_mark;
   std::vector<uint64_t> exact_mask;
+  std::vector<std::pair<int64_t, int64_t>> group_sum;  // per group: capacity, under the ceiling
   std::vector<std::pair<int64_t, int64_t>> windows;
   std::vector<std::pair<int64_t, int>> sweep;
 
@@ -304,7 +316,19 @@ struct Matcher::State {
     const int16_t want = static_cast<int16_t>(DesiredRow(n));
     const int64_t want_ffs = DesiredFfs(n);
     const int64_t want_busy = DesiredBusy(n);
+    Brief brief;
+    for (const Seg& sg : n.segs) {
+      brief.busy_all = std::max(brief.busy_all, sg.end);
+      if (sg.start <= now) {
+        brief.busy_started = std::max(brief.busy_started, sg.end);
+      } else {
+        ++brief.nfuture;
+        brief.future_start = sg.start;
+        brief.future_end = sg.end;
+      }
+    }
     for (Member& m : n.members) {
+      pools[m.pool].brief[m.local] = brief;
       Pool& p = pools[m.pool];
       if (m.row != want) {
         const uint32_t w = m.local >> 6;
@@ -511,40 +535,58 @@ struct Matcher::State {
     return n;
   }
 
+  // The pools that match a request statically, in (price, index) order: a merge of the price
+  // lists of the request's models.
+  class PoolCursor {
+   public:
+    PoolCursor(const State& st, const Compiled& c, bool check_price)
+        : st_(st), c_(c), check_price_(check_price) {
+      if (c.model_mask == 0 || c.models.size() > 8) {
+        lists_[k_++] = &st.all_pools;
+      } else {
+        for (ModelId m : c.models) {
+          if (m < st.model_pools.size() && !st.model_pools[m].empty()) {
+            lists_[k_++] = &st.model_pools[m];
+          }
+        }
+      }
+    }
+    bool Next(PoolIndex* out) {
+      while (true) {
+        size_t best = k_;
+        for (size_t i = 0; i < k_; ++i) {
+          if (pos_[i] == lists_[i]->size()) continue;
+          if (best == k_ || Before((*lists_[i])[pos_[i]], (*lists_[best])[pos_[best]])) best = i;
+        }
+        if (best == k_) return false;
+        const PoolIndex pi = (*lists_[best])[pos_[best]++];
+        const Pool& p = st_.pools[pi];
+        if (check_price_ && p.price > c_.ceiling) return false;  // lists are sorted by price
+        if (!st_.StaticMatch(p, c_, check_price_, /*check_window=*/true)) continue;
+        *out = pi;
+        return true;
+      }
+    }
+
+   private:
+    bool Before(PoolIndex a, PoolIndex b) const {
+      return std::tie(st_.pools[a].price, a) < std::tie(st_.pools[b].price, b);
+    }
+    const State& st_;
+    const Compiled& c_;
+    bool check_price_;
+    const std::vector<PoolIndex>* lists_[8];
+    size_t pos_[8] = {};
+    size_t k_ = 0;
+  };
+
   // Calls fn(pool) for every pool that matches the request statically, in (price, index) order,
   // until fn returns false.
   template <typename Fn>
   void ForEachPool(const Compiled& c, bool check_price, Fn fn) const {
-    const std::vector<PoolIndex>* lists[8];
-    size_t pos[8] = {};
-    size_t k = 0;
-    if (c.model_mask == 0 || c.models.size() > 8) {
-      lists[k++] = &all_pools;
-    } else {
-      for (ModelId m : c.models) {
-        if (m < model_pools.size() && !model_pools[m].empty()) lists[k++] = &model_pools[m];
-      }
-    }
-    while (true) {
-      size_t best = k;
-      for (size_t i = 0; i < k; ++i) {
-        if (pos[i] == lists[i]->size()) continue;
-        if (best == k) {
-          best = i;
-          continue;
-        }
-        const Pool& a = pools[(*lists[i])[pos[i]]];
-        const Pool& b = pools[(*lists[best])[pos[best]]];
-        if (a.price < b.price ||
-            (a.price == b.price && (*lists[i])[pos[i]] < (*lists[best])[pos[best]])) {
-          best = i;
-        }
-      }
-      if (best == k) return;
-      const PoolIndex pi = (*lists[best])[pos[best]++];
-      const Pool& p = pools[pi];
-      if (check_price && p.price > c.ceiling) return;  // lists are sorted by price
-      if (!StaticMatch(p, c, check_price, /*check_window=*/true)) continue;
+    PoolCursor cursor(*this, c, check_price);
+    PoolIndex pi;
+    while (cursor.Next(&pi)) {
       if (!fn(pi)) return;
     }
   }
@@ -576,7 +618,13 @@ struct Matcher::State {
         break;  // sorted: the rest are busy then too
       }
     }
-    for (const auto& [ffs, local] : p.future) fn(local, FreeOver(nodes[p.nodes[local]], c.s, c.e));
+    for (const auto& [ffs, local] : p.future) {
+      if (c.x < p.cap) {
+        fn(local, FreeOver(nodes[p.nodes[local]], c.s, c.e));
+      } else if (WholeFree(p, local, c.s, c.e)) {
+        fn(local, p.cap);
+      }
+    }
   }
 
   // At a start-now request: marks the pool's exact nodes in exact_mask (sized to the pool).
@@ -633,7 +681,15 @@ struct Matcher::State {
       }
       got += exact_got;
     }
-    if (exact) std::sort(out->begin() + static_cast<ptrdiff_t>(first), out->end(), KappaLess);
+    if (!exact) return got;
+    // Only the best `budget` can be taken: select them, then order them.
+    const auto begin = out->begin() + static_cast<ptrdiff_t>(first);
+    if (c.fixed && out->end() - begin > budget) {
+      std::nth_element(begin, begin + budget, out->end(), KappaLess);
+      out->resize(first + static_cast<size_t>(budget));
+      got = budget;
+    }
+    std::sort(begin, out->end(), KappaLess);
     return got;
   }
 
@@ -661,15 +717,14 @@ struct Matcher::State {
       // Exact nodes count with their calendar's answer instead of their row's.
       for (const auto& [ffs, local] : p.future) {
         if (ffs >= c.e) break;
-        const NodeRec& n = nodes[p.nodes[local]];
-        if (n.free_now >= c.x) add(n.free_now, -1);
+        const int row = RowOf(p, local, c.x);
+        if (row >= c.x) add(row, -1);
       }
     } else if (c.x == p.cap) {
       // Whole nodes at a future start: the clean ones free by then, counted from the list.
       got = CleanFreeBy(p, c.s) * (c.fixed ? 1 : p.cap);
       for (const auto& [ffs, local] : p.future) {
-        const int f = FreeOver(nodes[p.nodes[local]], c.s, c.e);
-        if (f >= c.x) add(f, 1);
+        if (WholeFree(p, local, c.s, c.e)) add(p.cap, 1);
       }
       return got;
     }
@@ -677,6 +732,14 @@ struct Matcher::State {
       if (f >= c.x) add(f, 1);
     });
     return got;
+  }
+
+  // The row (free GPUs now) of a sellable node, looking no lower than `lowest`; -1 when below.
+  static int RowOf(const Pool& p, uint32_t local, int lowest) {
+    for (int f = p.cap; f >= lowest; --f) {
+      if ((p.Row(f)[local >> 6] >> (local & 63)) & 1) return f;
+    }
+    return -1;
   }
 
   // How many of the pool's clean nodes are wholly free from time t on.
@@ -756,28 +819,13 @@ struct Matcher::State {
   // The best allocation for the request, or !ok.
   Pick Match(const Compiled& c, bool check_price) {
     if (c.locality == Locality::kAny || c.locality == Locality::kNode) {
-      // One group: the whole market.
-      std::vector<PoolIndex> order;
-      // Pools are produced lazily by ForEachPool; collect them level by level in FillGroup.
-      // ForEachPool is push-style, so gather until enough capacity at a price level boundary.
-      int64_t cap_seen = 0;
-      Micros level_done = -1;
-      ForEachPool(c, check_price, [&](PoolIndex pi) {
-        const Pool& p = pools[pi];
-        if (level_done >= 0 && p.price > level_done) return false;
-        const int64_t capa = Capacity(pi, c);
-        if (capa == 0) return true;
-        order.push_back(pi);
-        cap_seen += capa;
-        if (cap_seen >= c.need && level_done < 0) level_done = p.price;
-        return true;
-      });
-      if (cap_seen < c.need) return Pick{};
-      size_t i = 0;
+      // One group: the whole market, filled straight from the price-ordered pools.
+      PoolCursor cursor(*this, c, check_price);
       return FillGroup(c, [&](PoolIndex* out) {
-        if (i == order.size()) return false;
-        *out = order[i++];
-        return true;
+        while (cursor.Next(out)) {
+          if (UpperBound(*out, c) > 0) return true;
+        }
+        return false;
       });
     }
     // Groups: domains or centers. A group's price is at least its cheapest pool's price times
@@ -794,9 +842,6 @@ struct Matcher::State {
       int64_t bound = 0;
       for (PoolIndex q : group_pools) bound += UpperBound(q, c);
       if (bound < c.need) return true;
-      int64_t capa = 0;
-      for (PoolIndex q : group_pools) capa += Capacity(q, c);
-      if (capa < c.need) return true;
       size_t i = 0;
       Pick pick = FillGroup(c, [&](PoolIndex* out) {
         if (i == group_pools.size()) return false;
@@ -811,38 +856,37 @@ struct Matcher::State {
 
   // ---------------------------------------------------------------- rejection hints
 
-  // The lowest ceiling at which the request fits at its start, ignoring the one asked.
-  std::optional<Micros> MinCeiling(const Compiled& c) {
-    std::optional<Micros> found;
-    if (c.locality == Locality::kAny || c.locality == Locality::kNode) {
-      int64_t total = 0;
-      ForEachPool(c, /*check_price=*/false, [&](PoolIndex pi) {
-        total += Capacity(pi, c);
-        if (total >= c.need) {
-          found = pools[pi].price;
-          return false;
-        }
-        return true;
-      });
-      return found;
-    }
-    absl::flat_hash_map<uint32_t, int64_t> per_group;
-    ForEachPool(c, false, [&](PoolIndex pi) {
-      int64_t& t = per_group[GroupOf(pools[pi], c.locality)];
-      t += Capacity(pi, c);
-      if (t >= c.need) {
-        found = pools[pi].price;
-        return false;
+  // One pass over the pools by price, ignoring the ceiling: `min_ceiling` is the price at which
+  // some group first holds enough capacity; `largest` the most capacity one group holds under the
+  // ceiling (nodes for fixed slices, GPUs otherwise).
+  void ScanHints(const Compiled& c, std::optional<Micros>* min_ceiling, int64_t* largest) {
+    NewEpoch();
+    if (group_sum.size() < group_seen_mark.size()) group_sum.resize(group_seen_mark.size());
+    const bool one_group = c.locality == Locality::kAny || c.locality == Locality::kNode;
+    ForEachPool(c, /*check_price=*/false, [&](PoolIndex pi) {
+      const Pool& p = pools[pi];
+      const bool under = p.price <= c.ceiling;
+      if (!under && min_ceiling->has_value()) return false;
+      const uint32_t g = one_group ? 0 : GroupOf(p, c.locality);
+      if (group_seen_mark[g] != seen_epoch) {
+        group_seen_mark[g] = seen_epoch;
+        group_sum[g] = {0, 0};
       }
+      const int64_t capa = Capacity(pi, c);
+      group_sum[g].first += capa;
+      if (under) {
+        group_sum[g].second += capa;
+        *largest = std::max(*largest, group_sum[g].second);
+      }
+      if (group_sum[g].first >= c.need && !min_ceiling->has_value()) *min_ceiling = p.price;
       return true;
     });
-    return found;
   }
 
-  // The most GPUs the same shape would get at the request's start under its ceiling.
-  int32_t LargestBlock(const Compiled& c) {
+  // The most GPUs free on one node at the request's start under its ceiling.
+  int32_t LargestNode(const Compiled& c) {
     int64_t best = 0;
-    if (c.locality == Locality::kNode) {
+    {
       Compiled one = c;  // any node size counts
       one.x = 1;
       one.fixed = false;
@@ -867,16 +911,32 @@ struct Matcher::State {
       });
       return static_cast<int32_t>(best);
     }
-    absl::flat_hash_map<uint32_t, int64_t> per_group;
-    ForEachPool(c, true, [&](PoolIndex pi) {
-      const uint32_t g = c.locality == Locality::kAny ? 0 : GroupOf(pools[pi], c.locality);
-      int64_t& t = per_group[g];
-      t += Capacity(pi, c);
-      best = std::max(best, t);
-      return true;
-    });
-    if (c.fixed) best *= c.x;
-    return static_cast<int32_t>(std::min<int64_t>(best, c.gpus));
+  }
+
+  // True when the pool's node is wholly free over [s, e).
+  bool WholeFree(const Pool& p, uint32_t local, int64_t s, int64_t e) const {
+    const Brief& b = p.brief[local];
+    if (b.nfuture == 0) return b.busy_all <= s;
+    if (b.nfuture == 1) return b.busy_started <= s && (e <= b.future_start || b.future_end <= s);
+    return FreeOver(nodes[p.nodes[local]], s, e) == p.cap;
+  }
+
+  // WholeWindows for a node of a pool, from its brief when that says enough.
+  void PoolWholeWindows(const Pool& p, uint32_t local, int64_t from, int64_t d, int64_t until,
+                        int64_t bound, std::vector<std::pair<int64_t, int64_t>>* out) const {
+    const Brief& b = p.brief[local];
+    if (b.nfuture > 1) {
+      WholeWindows(nodes[p.nodes[local]], from, d, until, bound, out);
+      return;
+    }
+    const int64_t last = std::min(until - d, bound - 1);
+    if (b.nfuture == 1) {
+      const int64_t a = std::max(from, b.busy_started);
+      const int64_t z = std::min(last, b.future_start - d);
+      if (a <= z) out->emplace_back(a, z);
+    }
+    const int64_t a = std::max(from, b.busy_all);
+    if (a <= last) out->emplace_back(a, last);
   }
 
   // Appends to `out` the ranges [a, b] of start times t in [from, bound) at which node n is
@@ -998,7 +1058,7 @@ struct Matcher::State {
         for (const auto& [ffs, local] : p.future) {
           if (could >= c.need) break;
           windows.clear();
-          WholeWindows(nodes[p.nodes[local]], from, c.d, p.until, best, &windows);
+          PoolWholeWindows(p, local, from, c.d, p.until, best, &windows);
           if (!windows.empty()) ++could;
         }
       }
@@ -1097,10 +1157,10 @@ struct Matcher::State {
       if (from >= bound) continue;
       for (const auto& [busy, local] : p.clean) {
         if (std::max(from, busy) >= bound) break;  // sorted by the end of the last sale
-        WholeWindows(nodes[p.nodes[local]], from, c.d, p.until, bound, &windows);
+        PoolWholeWindows(p, local, from, c.d, p.until, bound, &windows);
       }
       for (const auto& [ffs, local] : p.future) {
-        WholeWindows(nodes[p.nodes[local]], from, c.d, p.until, bound, &windows);
+        PoolWholeWindows(p, local, from, c.d, p.until, bound, &windows);
       }
     }
     // +1 when a window opens, -1 just after it closes; closes before opens at the same time.
@@ -1136,8 +1196,14 @@ struct Matcher::State {
           "packing and lease asked";
       return rj;
     }
-    rj.largest_block = LargestBlock(c);
-    if (std::optional<Micros> m = MinCeiling(c); m.has_value()) {
+    std::optional<Micros> m;
+    int64_t largest = 0;
+    ScanHints(c, &m, &largest);
+    rj.largest_block =
+        c.locality == Locality::kNode
+            ? LargestNode(c)
+            : static_cast<int32_t>(std::min<int64_t>(c.fixed ? largest * c.x : largest, c.gpus));
+    if (m.has_value()) {
       rj.reason = RejectReason::kPriceAboveCeiling;
       rj.min_ceiling = *m;
       rj.message = absl::StrCat("capacity is free but not under the ceiling; it fits at ",
@@ -1453,6 +1519,7 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     p.words = static_cast<uint32_t>((p.nodes.size() + 63) / 64);
     p.bits.assign(static_cast<size_t>(p.cap + 1) * p.words, 0);
     p.count.assign(static_cast<size_t>(p.cap + 1), 0);
+    p.brief.assign(p.nodes.size(), Brief{});
     const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
     for (uint32_t local = 0; local < p.nodes.size(); ++local) {
       s.nodes[p.nodes[local]].members.push_back({pi, local, -1, kNever, kNever});
