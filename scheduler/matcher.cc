@@ -45,6 +45,8 @@ struct Member {
   int16_t row;
   int64_t listed_ffs;   // key in the pool's future list, or kNever when not listed
   int64_t listed_busy;  // key in the pool's clean list, or kNever when not listed
+  int64_t listed_end;   // key in the pool's future_by_end list, or kNever when not listed
+  bool listed_multi;    // counted in the pool's multi_future
 };
 
 struct CenterRec {
@@ -119,6 +121,10 @@ struct Pool {
   // Every other sellable node, by (the end of its last sale, local index): wholly free from then.
   std::vector<std::pair<int64_t, uint32_t>> clean;
   std::vector<Brief> brief;  // per local index
+  // The nodes of `future` again, by (the end of their last sale, local index), and how many of
+  // them have more than one sale in the future.
+  std::vector<std::pair<int64_t, uint32_t>> future_by_end;
+  int32_t multi_future = 0;
   uint64_t* Row(int r) { return bits.data() + static_cast<size_t>(r) * words; }
   const uint64_t* Row(int r) const { return bits.data() + static_cast<size_t>(r) * words; }
 };
@@ -247,6 +253,8 @@ struct Matcher::State {
   uint32_t seen_epoch = 0;
   std::vector<uint32_t> group_seen_mark;
   std::vector<uint64_t> exact_mask;
+  std::vector<std::vector<PoolIndex>> group_lists;     // EarliestStart's pools by group
+  std::vector<uint32_t> touched;                       // the groups group_lists holds
   std::vector<std::pair<int64_t, int64_t>> group_sum;  // per group: capacity, under the ceiling
   std::vector<std::pair<int64_t, int64_t>> windows;
   std::vector<std::pair<int64_t, int>> sweep;
@@ -327,8 +335,14 @@ struct Matcher::State {
         brief.future_end = sg.end;
       }
     }
+    const int64_t want_end = want_ffs == kNever ? kNever : brief.busy_all;
+    const bool want_multi = want_ffs != kNever && brief.nfuture > 1;
     for (Member& m : n.members) {
       pools[m.pool].brief[m.local] = brief;
+      Relist(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
+      m.listed_end = want_end;
+      pools[m.pool].multi_future += int{want_multi} - int{m.listed_multi};
+      m.listed_multi = want_multi;
       Pool& p = pools[m.pool];
       if (m.row != want) {
         const uint32_t w = m.local >> 6;
@@ -1019,16 +1033,32 @@ struct Matcher::State {
   // a time that works; a group can only do better with the help of its nodes with future sales,
   // and only such groups (and groups of other shapes) are searched through the calendar.
   std::optional<int64_t> EarliestStart(const Compiled& c) {
+    // The statically matching pools (price included, window not), by group.
     const bool grouped = c.locality == Locality::kDomain || c.locality == Locality::kCenter;
-    absl::flat_hash_map<uint32_t, std::vector<PoolIndex>> groups;
-    for (PoolIndex pi : all_pools) {
+    if (group_lists.size() < domains.size() + 1) group_lists.resize(domains.size() + 1);
+    for (uint32_t g : touched) group_lists[g].clear();
+    touched.clear();
+    auto consider = [&](PoolIndex pi) {
       const Pool& p = pools[pi];
-      if (!StaticMatch(p, c, true, false) || p.until <= c.s) continue;
-      groups[grouped ? GroupOf(p, c.locality) : 0].push_back(pi);
+      if (!StaticMatch(p, c, true, false) || p.until <= c.s) return;
+      const uint32_t g = grouped ? GroupOf(p, c.locality) : 0;
+      if (group_lists[g].empty()) touched.push_back(g);
+      group_lists[g].push_back(pi);
+    };
+    if (c.model_mask == 0) {
+      for (PoolIndex pi : all_pools) consider(pi);
+    } else {
+      for (ModelId m : c.models) {
+        for (PoolIndex pi : model_pools[m]) {
+          if (pools[pi].price > c.ceiling) break;  // by price
+          consider(pi);
+        }
+      }
     }
     int64_t best = kNever;
     std::vector<uint32_t> slow;
-    for (const auto& [g, plist] : groups) {
+    for (uint32_t g : touched) {
+      const std::vector<PoolIndex>& plist = group_lists[g];
       if (!WholeNodes(c, plist)) {
         slow.push_back(g);
         continue;
@@ -1038,19 +1068,28 @@ struct Matcher::State {
       // checked.
       if (t != kNever && (plist.size() == 1 || FitsIn(At(c, t), plist))) best = std::min(best, t);
     }
-    for (const auto& [g, plist] : groups) {
+    for (uint32_t g : touched) {
+      const std::vector<PoolIndex>& plist = group_lists[g];
       if (!WholeNodes(c, plist)) continue;
       // Nodes that might be free before `best`: clean ones free by then, and nodes with a future
-      // sale that have room somewhere before it. Too few, and the group cannot do better.
-      int64_t could = 0, dirty = 0;
+      // sale that have room somewhere before it. Too few, and the group cannot do better. A node
+      // with one future sale has room only after its last sale ends or in the gap before that
+      // sale, which needs the sale to start at least a duration after `from`.
+      int64_t could = 0, dirty_bound = 0;
       for (PoolIndex pi : plist) {
         const Pool& p = pools[pi];
-        if (std::max(c.s, p.from) >= best) continue;
+        const int64_t from = std::max(c.s, p.from);
+        if (from >= best) continue;
         could += std::lower_bound(p.clean.begin(), p.clean.end(), std::make_pair(best, 0u)) -
                  p.clean.begin();
-        dirty += static_cast<int64_t>(p.future.size());
+        dirty_bound += std::lower_bound(p.future_by_end.begin(), p.future_by_end.end(),
+                                        std::make_pair(best, 0u)) -
+                       p.future_by_end.begin();
+        dirty_bound += p.future.end() - std::lower_bound(p.future.begin(), p.future.end(),
+                                                         std::make_pair(from + c.d, 0u));
+        dirty_bound += p.multi_future;
       }
-      if (could + dirty < c.need) continue;
+      if (could + dirty_bound < c.need) continue;
       for (PoolIndex pi : plist) {
         const Pool& p = pools[pi];
         const int64_t from = std::max(c.s, p.from);
@@ -1065,7 +1104,7 @@ struct Matcher::State {
       if (could >= c.need) slow.push_back(g);
     }
     for (uint32_t g : slow) {
-      const int64_t t = SearchEarliest(c, groups[g], best);
+      const int64_t t = SearchEarliest(c, group_lists[g], best);
       best = std::min(best, t);
     }
     if (best == kNever) return std::nullopt;
@@ -1522,7 +1561,7 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     p.brief.assign(p.nodes.size(), Brief{});
     const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
     for (uint32_t local = 0; local < p.nodes.size(); ++local) {
-      s.nodes[p.nodes[local]].members.push_back({pi, local, -1, kNever, kNever});
+      s.nodes[p.nodes[local]].members.push_back({pi, local, -1, kNever, kNever, kNever, false});
     }
     s.domains[p.domain].pools.push_back(pi);
     o.pools.push_back(pi);
@@ -1572,6 +1611,8 @@ absl::Status Matcher::WithdrawOffer(absl::string_view offer_id, absl::Time now_t
     std::fill(p.count.begin(), p.count.end(), 0);
     p.future.clear();
     p.clean.clear();
+    p.future_by_end.clear();
+    p.multi_future = 0;
   }
   return absl::OkStatus();
 }
@@ -1848,6 +1889,13 @@ AuditReport Matcher::Audit() const {
     }
     if (!std::is_sorted(p.future.begin(), p.future.end())) problem("pool future list unsorted");
     if (!std::is_sorted(p.clean.begin(), p.clean.end())) problem("pool clean list unsorted");
+    if (p.future_by_end.size() != p.future.size()) problem("pool future lists disagree");
+    int32_t multi = 0;
+    for (const auto& [busy, local] : p.future_by_end) {
+      if (p.brief[local].busy_all != busy) problem("pool future_by_end key is stale");
+      multi += p.brief[local].nfuture > 1 ? 1 : 0;
+    }
+    if (multi != p.multi_future) problem("pool multi_future count is stale");
     if (static_cast<int32_t>(p.future.size() + p.clean.size()) != s.SellableCount(p)) {
       problem("pool lists do not hold every sellable node once");
     }
