@@ -935,6 +935,22 @@ struct Matcher::State {
     return FreeOver(nodes[p.nodes[local]], s, e) == p.cap;
   }
 
+  // True when the pool's node is wholly free over [t, t + d) for some t in [from, bound) with
+  // t + d <= until.
+  bool HasWholeWindow(const Pool& p, uint32_t local, int64_t from, int64_t d, int64_t until,
+                      int64_t bound) {
+    const Brief& b = p.brief[local];
+    const int64_t last = std::min(until - d, bound - 1);
+    if (b.nfuture == 0) return std::max(from, b.busy_all) <= last;
+    if (b.nfuture == 1) {
+      return std::max(from, b.busy_all) <= last ||
+             std::max(from, b.busy_started) <= std::min(last, b.future_start - d);
+    }
+    windows.clear();
+    WholeWindows(nodes[p.nodes[local]], from, d, until, bound, &windows);
+    return !windows.empty();
+  }
+
   // WholeWindows for a node of a pool, from its brief when that says enough.
   void PoolWholeWindows(const Pool& p, uint32_t local, int64_t from, int64_t d, int64_t until,
                         int64_t bound, std::vector<std::pair<int64_t, int64_t>>* out) const {
@@ -1096,9 +1112,7 @@ struct Matcher::State {
         if (from >= best) continue;
         for (const auto& [ffs, local] : p.future) {
           if (could >= c.need) break;
-          windows.clear();
-          PoolWholeWindows(p, local, from, c.d, p.until, best, &windows);
-          if (!windows.empty()) ++could;
+          if (HasWholeWindow(p, local, from, c.d, p.until, best)) ++could;
         }
       }
       if (could >= c.need) slow.push_back(g);
