@@ -43,10 +43,11 @@ struct Member {
   PoolIndex pool;
   uint32_t local;
   int16_t row;
-  int64_t listed_ffs;   // key in the pool's future list, or kNever when not listed
-  int64_t listed_busy;  // key in the pool's clean list, or kNever when not listed
-  int64_t listed_end;   // key in the pool's future_by_end list, or kNever when not listed
-  bool listed_multi;    // counted in the pool's multi_future
+  int64_t listed_ffs;    // key in the pool's future list, or kNever when not listed
+  int64_t listed_busy;   // key in the pool's clean list, or kNever when not listed
+  int64_t listed_end;    // key in the pool's future_by_end list, or kNever when not listed
+  int64_t listed_whole;  // key in the pool's future_whole list, or kNever when not listed
+  bool listed_multi;     // counted in the pool's multi_future
 };
 
 struct CenterRec {
@@ -97,10 +98,22 @@ struct OfferRec {
 // they are answered without reading the node: the latest end of its started sales, of all its
 // sales, and (when it has exactly one sale that starts in the future) that sale's interval.
 struct Brief {
+  static constexpr int kStarted = 4;
   int64_t busy_started = std::numeric_limits<int64_t>::min();
   int64_t busy_all = std::numeric_limits<int64_t>::min();
   int64_t future_start = 0, future_end = 0;
   int32_t nfuture = 0;
+  int16_t future_gpus = 0;
+  // The started sales (end, GPUs), when there are at most kStarted of them.
+  int16_t nstarted = 0;
+  int16_t started_gpus[kStarted] = {};
+  int64_t started_end[kStarted] = {};
+  // GPUs of started sales still running at t (t >= now); needs nstarted <= kStarted.
+  int StartedUsedAt(int64_t t) const {
+    int used = 0;
+    for (int i = 0; i < nstarted; ++i) used += started_end[i] > t ? started_gpus[i] : 0;
+    return used;
+  }
 };
 
 // The nodes of one domain covered by one offer with one model and size: one price, one window.
@@ -125,6 +138,8 @@ struct Pool {
   // them have more than one sale in the future.
   std::vector<std::pair<int64_t, uint32_t>> future_by_end;
   int32_t multi_future = 0;
+  // The nodes of `future` wholly free now, by (first future start, local index).
+  std::vector<std::pair<int64_t, uint32_t>> future_whole;
   uint64_t* Row(int r) { return bits.data() + static_cast<size_t>(r) * words; }
   const uint64_t* Row(int r) const { return bits.data() + static_cast<size_t>(r) * words; }
 };
@@ -318,29 +333,43 @@ struct Matcher::State {
     }
   }
 
+  static Brief BriefOf(const NodeRec& n, int64_t now) {
+    Brief brief;
+    for (const Seg& sg : n.segs) {
+      brief.busy_all = std::max(brief.busy_all, sg.end);
+      if (sg.start <= now) {
+        brief.busy_started = std::max(brief.busy_started, sg.end);
+        if (brief.nstarted < Brief::kStarted) {
+          brief.started_end[brief.nstarted] = sg.end;
+          brief.started_gpus[brief.nstarted] = static_cast<int16_t>(sg.gpus);
+        }
+        ++brief.nstarted;
+      } else {
+        ++brief.nfuture;
+        brief.future_start = sg.start;
+        brief.future_end = sg.end;
+        brief.future_gpus = static_cast<int16_t>(sg.gpus);
+      }
+    }
+    return brief;
+  }
+
   // Brings the node's place in every pool's index up to date.
   void Reindex(NodeIndex idx) {
     NodeRec& n = nodes[idx];
     const int16_t want = static_cast<int16_t>(DesiredRow(n));
     const int64_t want_ffs = DesiredFfs(n);
     const int64_t want_busy = DesiredBusy(n);
-    Brief brief;
-    for (const Seg& sg : n.segs) {
-      brief.busy_all = std::max(brief.busy_all, sg.end);
-      if (sg.start <= now) {
-        brief.busy_started = std::max(brief.busy_started, sg.end);
-      } else {
-        ++brief.nfuture;
-        brief.future_start = sg.start;
-        brief.future_end = sg.end;
-      }
-    }
+    const Brief brief = BriefOf(n, now);
     const int64_t want_end = want_ffs == kNever ? kNever : brief.busy_all;
+    const int64_t want_whole = want == n.cap ? want_ffs : kNever;
     const bool want_multi = want_ffs != kNever && brief.nfuture > 1;
     for (Member& m : n.members) {
       pools[m.pool].brief[m.local] = brief;
       Relist(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
       m.listed_end = want_end;
+      Relist(pools[m.pool].future_whole, m.local, m.listed_whole, want_whole);
+      m.listed_whole = want_whole;
       pools[m.pool].multi_future += int{want_multi} - int{m.listed_multi};
       m.listed_multi = want_multi;
       Pool& p = pools[m.pool];
@@ -614,10 +643,9 @@ struct Matcher::State {
     if (c.start_now) {
       for (const auto& [ffs, local] : p.future) {
         if (ffs >= c.e) break;
-        const NodeRec& n = nodes[p.nodes[local]];
         // Free over the interval is at most free now: too few now, too few over it. A sale that
         // starts inside the interval leaves no whole node.
-        if (n.free_now >= c.x && c.x < p.cap) fn(local, FreeOver(n, c.s, c.e));
+        if (c.x < p.cap && RowOf(p, local, c.x) >= c.x) fn(local, PoolFreeOver(p, local, c.s, c.e));
       }
       return;
     }
@@ -627,24 +655,25 @@ struct Matcher::State {
       if (busy <= c.s) {
         fn(local, p.cap);
       } else if (c.x < p.cap) {
-        fn(local, FreeOver(nodes[p.nodes[local]], c.s, c.e));
+        fn(local, PoolFreeOver(p, local, c.s, c.e));
       } else {
         break;  // sorted: the rest are busy then too
       }
     }
     for (const auto& [ffs, local] : p.future) {
       if (c.x < p.cap) {
-        fn(local, FreeOver(nodes[p.nodes[local]], c.s, c.e));
+        fn(local, PoolFreeOver(p, local, c.s, c.e));
       } else if (WholeFree(p, local, c.s, c.e)) {
         fn(local, p.cap);
       }
     }
   }
 
-  // At a start-now request: marks the pool's exact nodes in exact_mask (sized to the pool).
+  // At a start-now request: marks the pool's exact nodes in exact_mask (sized to the pool); for
+  // whole nodes only those that are wholly free now matter.
   void MarkExact(const Pool& p, const Compiled& c) {
     exact_mask.assign(p.words, 0);
-    for (const auto& [ffs, local] : p.future) {
+    for (const auto& [ffs, local] : c.x == p.cap ? p.future_whole : p.future) {
       if (ffs >= c.e) break;
       exact_mask[local >> 6] |= uint64_t{1} << (local & 63);
     }
@@ -713,8 +742,14 @@ struct Matcher::State {
     int64_t got = 0;
     if (!c.start_now) {
       if (c.x < p.cap) return int64_t{SellableCount(p)} * (c.fixed ? 1 : p.cap);
-      // Whole nodes: the clean ones wholly free by the start, and at most every dirty one.
-      return (CleanFreeBy(p, c.s) + static_cast<int64_t>(p.future.size())) * (c.fixed ? 1 : p.cap);
+      // Whole nodes: the clean ones wholly free by the start, and of the others those whose sales
+      // all end by the start, whose future sale starts after the interval, or that have several
+      // future sales.
+      const int64_t dirty = KeysAtMost(p.future_by_end, c.s) +
+                            (p.future.end() - std::lower_bound(p.future.begin(), p.future.end(),
+                                                               std::make_pair(c.e, uint32_t{0}))) +
+                            p.multi_future;
+      return (CleanFreeBy(p, c.s) + dirty) * (c.fixed ? 1 : p.cap);
     }
     for (int f = c.x; f <= p.cap; ++f) got += c.fixed ? p.count[f] : int64_t{p.count[f]} * f;
     return got;
@@ -728,6 +763,10 @@ struct Matcher::State {
     if (c.start_now) {
       got = UpperBound(pi, c);
       if (got == 0 || !HasExact(p, c)) return got;
+      if (c.x == p.cap) {
+        // Whole nodes: a sale starting inside the interval takes a wholly free node out.
+        return got - KeysAtMost(p.future_whole, c.e - 1) * (c.fixed ? 1 : p.cap);
+      }
       // Exact nodes count with their calendar's answer instead of their row's.
       for (const auto& [ffs, local] : p.future) {
         if (ffs >= c.e) break;
@@ -756,12 +795,15 @@ struct Matcher::State {
     return -1;
   }
 
-  // How many of the pool's clean nodes are wholly free from time t on.
-  static int64_t CleanFreeBy(const Pool& p, int64_t t) {
-    return std::upper_bound(p.clean.begin(), p.clean.end(),
+  // How many entries of a sorted (key, local) list have key <= t.
+  static int64_t KeysAtMost(const std::vector<std::pair<int64_t, uint32_t>>& list, int64_t t) {
+    return std::upper_bound(list.begin(), list.end(),
                             std::make_pair(t, std::numeric_limits<uint32_t>::max())) -
-           p.clean.begin();
+           list.begin();
   }
+
+  // How many of the pool's clean nodes are wholly free from time t on.
+  static int64_t CleanFreeBy(const Pool& p, int64_t t) { return KeysAtMost(p.clean, t); }
 
   // Fills one group from its pools (in price order), level by level of price.
   template <typename PoolSource>
@@ -925,6 +967,20 @@ struct Matcher::State {
       });
       return static_cast<int32_t>(best);
     }
+  }
+
+  // GPUs free on the pool's node over [s, e) (s >= now), from its brief when that says enough.
+  int PoolFreeOver(const Pool& p, uint32_t local, int64_t s, int64_t e) const {
+    const Brief& b = p.brief[local];
+    if (b.nfuture > 1 || b.nstarted > Brief::kStarted) {
+      return FreeOver(nodes[p.nodes[local]], s, e);
+    }
+    // Started sales only end: their usage peaks at s. A future sale adds its GPUs from its start.
+    int used = b.StartedUsedAt(s);
+    if (b.nfuture == 1 && b.future_start < e && b.future_end > s) {
+      used = std::max(used, b.StartedUsedAt(std::max(s, b.future_start)) + b.future_gpus);
+    }
+    return p.cap - used;
   }
 
   // True when the pool's node is wholly free over [s, e).
@@ -1575,7 +1631,8 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     p.brief.assign(p.nodes.size(), Brief{});
     const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
     for (uint32_t local = 0; local < p.nodes.size(); ++local) {
-      s.nodes[p.nodes[local]].members.push_back({pi, local, -1, kNever, kNever, kNever, false});
+      s.nodes[p.nodes[local]].members.push_back(
+          {pi, local, -1, kNever, kNever, kNever, kNever, false});
     }
     s.domains[p.domain].pools.push_back(pi);
     o.pools.push_back(pi);
@@ -1626,6 +1683,7 @@ absl::Status Matcher::WithdrawOffer(absl::string_view offer_id, absl::Time now_t
     p.future.clear();
     p.clean.clear();
     p.future_by_end.clear();
+    p.future_whole.clear();
     p.multi_future = 0;
   }
   return absl::OkStatus();
@@ -1874,8 +1932,16 @@ AuditReport Matcher::Audit() const {
     }
     const int want = State::DesiredRow(n);
     const int64_t want_ffs = State::DesiredFfs(n);
+    const Brief brief = State::BriefOf(n, s.now);
     for (const Member& m : n.members) {
       const Pool& p = s.pools[m.pool];
+      const Brief& kept = p.brief[m.local];
+      if (kept.busy_all != brief.busy_all || kept.busy_started != brief.busy_started ||
+          kept.nfuture != brief.nfuture || kept.nstarted != brief.nstarted ||
+          (brief.nfuture == 1 &&
+           (kept.future_start != brief.future_start || kept.future_end != brief.future_end))) {
+        problem(absl::StrCat("node ", n.id, ": brief is stale"));
+      }
       if (m.row != want) problem(absl::StrCat("node ", n.id, ": indexed in the wrong row"));
       for (int r = 0; r <= p.cap; ++r) {
         const bool set = (p.Row(r)[m.local >> 6] >> (m.local & 63)) & 1;
@@ -1903,6 +1969,16 @@ AuditReport Matcher::Audit() const {
     }
     if (!std::is_sorted(p.future.begin(), p.future.end())) problem("pool future list unsorted");
     if (!std::is_sorted(p.clean.begin(), p.clean.end())) problem("pool clean list unsorted");
+    size_t whole = 0;
+    for (const auto& [ffs, local] : p.future) {
+      whole += (p.Row(p.cap)[local >> 6] >> (local & 63)) & 1;
+      if (((p.Row(p.cap)[local >> 6] >> (local & 63)) & 1) &&
+          !std::binary_search(p.future_whole.begin(), p.future_whole.end(),
+                              std::make_pair(ffs, local))) {
+        problem("pool future_whole misses a node");
+      }
+    }
+    if (whole != p.future_whole.size()) problem("pool future_whole size is stale");
     if (p.future_by_end.size() != p.future.size()) problem("pool future lists disagree");
     int32_t multi = 0;
     for (const auto& [busy, local] : p.future_by_end) {
