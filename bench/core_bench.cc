@@ -199,10 +199,14 @@ int Run() {
     std::printf("peak RSS: %.1f MiB   violations: %lld\n", PeakRssMib(),
                 static_cast<long long>(violations));
     for (const std::string& p : audit.problems) std::printf("  audit: %s\n", p.c_str());
-    std::printf("latency by kind/start/outcome (count, p50, p99, max us):\n");
+    std::printf("latency by kind/start/outcome (count, share of engine time, mean, p50, p99, max us):\n");
     for (auto& [k, v] : lat_by) {
       std::sort(v.begin(), v.end());
-      std::printf("  %-44s %8zu %9.2f %9.2f %9.2f\n", k.c_str(), v.size(), v[v.size() / 2] / 1000.0,
+      double sum = 0;
+      for (uint32_t ns : v) sum += ns * 1e-9;
+      std::printf("  %-40s %8zu %5.1f%% %8.2f %8.2f %8.2f %8.2f\n", k.c_str(), v.size(),
+                  100.0 * sum / decide_sec, sum * 1e6 / static_cast<double>(v.size()),
+                  v[v.size() / 2] / 1000.0,
                   v[static_cast<size_t>(0.99 * static_cast<double>(v.size() - 1))] / 1000.0,
                   v.back() / 1000.0);
     }

@@ -98,22 +98,15 @@ struct OfferRec {
 // they are answered without reading the node: the latest end of its started sales, of all its
 // sales, and (when it has exactly one sale that starts in the future) that sale's interval.
 struct Brief {
-  static constexpr int kStarted = 4;
+  static constexpr int kSegs = 8;
   int64_t busy_started = std::numeric_limits<int64_t>::min();
   int64_t busy_all = std::numeric_limits<int64_t>::min();
   int64_t future_start = 0, future_end = 0;
   int32_t nfuture = 0;
-  int16_t future_gpus = 0;
-  // The started sales (end, GPUs), when there are at most kStarted of them.
-  int16_t nstarted = 0;
-  int16_t started_gpus[kStarted] = {};
-  int64_t started_end[kStarted] = {};
-  // GPUs of started sales still running at t (t >= now); needs nstarted <= kStarted.
-  int StartedUsedAt(int64_t t) const {
-    int used = 0;
-    for (int i = 0; i < nstarted; ++i) used += started_end[i] > t ? started_gpus[i] : 0;
-    return used;
-  }
+  // A copy of the node's sales when it has at most kSegs of them (nsegs counts them all).
+  int32_t nsegs = 0;
+  Seg segs[kSegs];
+  bool Complete() const { return nsegs <= kSegs; }
 };
 
 // The nodes of one domain covered by one offer with one model and size: one price, one window.
@@ -278,26 +271,31 @@ struct Matcher::State {
 
   // GPUs free on node n over [s, e).
   int FreeOver(const NodeRec& n, int64_t s, int64_t e) const {
+    return n.cap - MaxUsed(n.segs.data(), n.segs.data() + n.segs.size(), s, e);
+  }
+
+  // The most GPUs the sales [first, last) use at one instant of [s, e).
+  static int MaxUsed(const Seg* first, const Seg* last, int64_t s, int64_t e) {
     // Most nodes have at most one sale overlapping the interval.
-    int overlapping = 0, last = 0;
-    for (const Seg& a : n.segs) {
-      if (a.end <= s || a.start >= e) continue;
+    int overlapping = 0, only = 0;
+    for (const Seg* a = first; a != last; ++a) {
+      if (a->end <= s || a->start >= e) continue;
       ++overlapping;
-      last = a.gpus;
+      only = a->gpus;
     }
-    if (overlapping <= 1) return n.cap - last;
+    if (overlapping <= 1) return only;
     int max_used = 0;
-    for (const Seg& a : n.segs) {
-      if (a.end <= s || a.start >= e) continue;
-      // Usage at the later of s and a.start, a point where usage can peak.
-      const int64_t p = std::max(s, a.start);
+    for (const Seg* a = first; a != last; ++a) {
+      if (a->end <= s || a->start >= e) continue;
+      // Usage at the later of s and a->start, a point where usage can peak.
+      const int64_t p = std::max(s, a->start);
       int used = 0;
-      for (const Seg& b : n.segs) {
-        if (b.start <= p && p < b.end) used += b.gpus;
+      for (const Seg* b = first; b != last; ++b) {
+        if (b->start <= p && p < b->end) used += b->gpus;
       }
       max_used = std::max(max_used, used);
     }
-    return n.cap - max_used;
+    return max_used;
   }
 
   static bool Sellable(const NodeRec& n) { return !n.removed && n.health == Health::kHealthy; }
@@ -339,17 +337,13 @@ struct Matcher::State {
       brief.busy_all = std::max(brief.busy_all, sg.end);
       if (sg.start <= now) {
         brief.busy_started = std::max(brief.busy_started, sg.end);
-        if (brief.nstarted < Brief::kStarted) {
-          brief.started_end[brief.nstarted] = sg.end;
-          brief.started_gpus[brief.nstarted] = static_cast<int16_t>(sg.gpus);
-        }
-        ++brief.nstarted;
       } else {
         ++brief.nfuture;
         brief.future_start = sg.start;
         brief.future_end = sg.end;
-        brief.future_gpus = static_cast<int16_t>(sg.gpus);
       }
+      if (brief.nsegs < Brief::kSegs) brief.segs[brief.nsegs] = sg;
+      ++brief.nsegs;
     }
     return brief;
   }
@@ -972,15 +966,8 @@ struct Matcher::State {
   // GPUs free on the pool's node over [s, e) (s >= now), from its brief when that says enough.
   int PoolFreeOver(const Pool& p, uint32_t local, int64_t s, int64_t e) const {
     const Brief& b = p.brief[local];
-    if (b.nfuture > 1 || b.nstarted > Brief::kStarted) {
-      return FreeOver(nodes[p.nodes[local]], s, e);
-    }
-    // Started sales only end: their usage peaks at s. A future sale adds its GPUs from its start.
-    int used = b.StartedUsedAt(s);
-    if (b.nfuture == 1 && b.future_start < e && b.future_end > s) {
-      used = std::max(used, b.StartedUsedAt(std::max(s, b.future_start)) + b.future_gpus);
-    }
-    return p.cap - used;
+    if (!b.Complete()) return FreeOver(nodes[p.nodes[local]], s, e);
+    return p.cap - MaxUsed(b.segs, b.segs + b.nsegs, s, e);
   }
 
   // True when the pool's node is wholly free over [s, e).
@@ -988,7 +975,7 @@ struct Matcher::State {
     const Brief& b = p.brief[local];
     if (b.nfuture == 0) return b.busy_all <= s;
     if (b.nfuture == 1) return b.busy_started <= s && (e <= b.future_start || b.future_end <= s);
-    return FreeOver(nodes[p.nodes[local]], s, e) == p.cap;
+    return PoolFreeOver(p, local, s, e) == p.cap;
   }
 
   // True when the pool's node is wholly free over [t, t + d) for some t in [from, bound) with
@@ -1937,7 +1924,7 @@ AuditReport Matcher::Audit() const {
       const Pool& p = s.pools[m.pool];
       const Brief& kept = p.brief[m.local];
       if (kept.busy_all != brief.busy_all || kept.busy_started != brief.busy_started ||
-          kept.nfuture != brief.nfuture || kept.nstarted != brief.nstarted ||
+          kept.nfuture != brief.nfuture || kept.nsegs != brief.nsegs ||
           (brief.nfuture == 1 &&
            (kept.future_start != brief.future_start || kept.future_end != brief.future_end))) {
         problem(absl::StrCat("node ", n.id, ": brief is stale"));
