@@ -98,15 +98,17 @@ struct OfferRec {
 // they are answered without reading the node: the latest end of its started sales, of all its
 // sales, and (when it has exactly one sale that starts in the future) that sale's interval.
 struct Brief {
-  static constexpr int kSegs = 8;
   int64_t busy_started = std::numeric_limits<int64_t>::min();
   int64_t busy_all = std::numeric_limits<int64_t>::min();
   int64_t future_start = 0, future_end = 0;
   int32_t nfuture = 0;
-  // A copy of the node's sales when it has at most kSegs of them (nsegs counts them all).
-  int32_t nsegs = 0;
+  int32_t nsegs = 0;  // all the node's sales
+};
+
+// A copy of a node's sales kept beside the pool, when it has at most kSegs of them.
+struct SegCopy {
+  static constexpr int kSegs = 8;
   Seg segs[kSegs];
-  bool Complete() const { return nsegs <= kSegs; }
 };
 
 // The nodes of one domain covered by one offer with one model and size: one price, one window.
@@ -126,11 +128,12 @@ struct Pool {
   std::vector<std::pair<int64_t, uint32_t>> future;
   // Every other sellable node, by (the end of its last sale, local index): wholly free from then.
   std::vector<std::pair<int64_t, uint32_t>> clean;
-  std::vector<Brief> brief;  // per local index
+  std::vector<Brief> brief;     // per local index
+  std::vector<SegCopy> copies;  // per local index, valid when brief.nsegs <= SegCopy::kSegs
   // The nodes of `future` again, by (the end of their last sale, local index), and how many of
   // them have more than one sale in the future.
   std::vector<std::pair<int64_t, uint32_t>> future_by_end;
-  int32_t multi_future = 0;
+  std::vector<uint32_t> multi_future;  // unordered local indexes
   // The nodes of `future` wholly free now, by (first future start, local index).
   std::vector<std::pair<int64_t, uint32_t>> future_whole;
   uint64_t* Row(int r) { return bits.data() + static_cast<size_t>(r) * words; }
@@ -342,7 +345,6 @@ struct Matcher::State {
         brief.future_start = sg.start;
         brief.future_end = sg.end;
       }
-      if (brief.nsegs < Brief::kSegs) brief.segs[brief.nsegs] = sg;
       ++brief.nsegs;
     }
     return brief;
@@ -358,14 +360,26 @@ struct Matcher::State {
     const int64_t want_end = want_ffs == kNever ? kNever : brief.busy_all;
     const int64_t want_whole = want == n.cap ? want_ffs : kNever;
     const bool want_multi = want_ffs != kNever && brief.nfuture > 1;
+    SegCopy copy;
+    if (n.segs.size() <= static_cast<size_t>(SegCopy::kSegs)) {
+      std::copy(n.segs.begin(), n.segs.end(), copy.segs);
+    }
     for (Member& m : n.members) {
       pools[m.pool].brief[m.local] = brief;
+      pools[m.pool].copies[m.local] = copy;
       Relist(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
       m.listed_end = want_end;
       Relist(pools[m.pool].future_whole, m.local, m.listed_whole, want_whole);
       m.listed_whole = want_whole;
-      pools[m.pool].multi_future += int{want_multi} - int{m.listed_multi};
-      m.listed_multi = want_multi;
+      if (want_multi != m.listed_multi) {
+        std::vector<uint32_t>& multi = pools[m.pool].multi_future;
+        if (want_multi) {
+          multi.push_back(m.local);
+        } else {
+          multi.erase(std::find(multi.begin(), multi.end(), m.local));
+        }
+        m.listed_multi = want_multi;
+      }
       Pool& p = pools[m.pool];
       if (m.row != want) {
         const uint32_t w = m.local >> 6;
@@ -742,7 +756,7 @@ struct Matcher::State {
       const int64_t dirty = KeysAtMost(p.future_by_end, c.s) +
                             (p.future.end() - std::lower_bound(p.future.begin(), p.future.end(),
                                                                std::make_pair(c.e, uint32_t{0}))) +
-                            p.multi_future;
+                            static_cast<int64_t>(p.multi_future.size());
       return (CleanFreeBy(p, c.s) + dirty) * (c.fixed ? 1 : p.cap);
     }
     for (int f = c.x; f <= p.cap; ++f) got += c.fixed ? p.count[f] : int64_t{p.count[f]} * f;
@@ -966,8 +980,9 @@ struct Matcher::State {
   // GPUs free on the pool's node over [s, e) (s >= now), from its brief when that says enough.
   int PoolFreeOver(const Pool& p, uint32_t local, int64_t s, int64_t e) const {
     const Brief& b = p.brief[local];
-    if (!b.Complete()) return FreeOver(nodes[p.nodes[local]], s, e);
-    return p.cap - MaxUsed(b.segs, b.segs + b.nsegs, s, e);
+    if (b.nsegs > SegCopy::kSegs) return FreeOver(nodes[p.nodes[local]], s, e);
+    const Seg* segs = p.copies[local].segs;
+    return p.cap - MaxUsed(segs, segs + b.nsegs, s, e);
   }
 
   // True when the pool's node is wholly free over [s, e).
@@ -1146,7 +1161,7 @@ struct Matcher::State {
                        p.future_by_end.begin();
         dirty_bound += p.future.end() - std::lower_bound(p.future.begin(), p.future.end(),
                                                          std::make_pair(from + c.d, 0u));
-        dirty_bound += p.multi_future;
+        dirty_bound += static_cast<int64_t>(p.multi_future.size());
       }
       if (could + dirty_bound < c.need) continue;
       for (PoolIndex pi : plist) {
@@ -1616,6 +1631,7 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     p.bits.assign(static_cast<size_t>(p.cap + 1) * p.words, 0);
     p.count.assign(static_cast<size_t>(p.cap + 1), 0);
     p.brief.assign(p.nodes.size(), Brief{});
+    p.copies.resize(p.nodes.size());
     const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
     for (uint32_t local = 0; local < p.nodes.size(); ++local) {
       s.nodes[p.nodes[local]].members.push_back(
@@ -1671,7 +1687,7 @@ absl::Status Matcher::WithdrawOffer(absl::string_view offer_id, absl::Time now_t
     p.clean.clear();
     p.future_by_end.clear();
     p.future_whole.clear();
-    p.multi_future = 0;
+    p.multi_future.clear();
   }
   return absl::OkStatus();
 }
@@ -1972,7 +1988,9 @@ AuditReport Matcher::Audit() const {
       if (p.brief[local].busy_all != busy) problem("pool future_by_end key is stale");
       multi += p.brief[local].nfuture > 1 ? 1 : 0;
     }
-    if (multi != p.multi_future) problem("pool multi_future count is stale");
+    if (multi != static_cast<int32_t>(p.multi_future.size())) {
+      problem("pool multi_future count is stale");
+    }
     if (static_cast<int32_t>(p.future.size() + p.clean.size()) != s.SellableCount(p)) {
       problem("pool lists do not hold every sellable node once");
     }
