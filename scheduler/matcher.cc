@@ -317,13 +317,24 @@ struct Matcher::State {
   static void Relist(std::vector<std::pair<int64_t, uint32_t>>& list, uint32_t local, int64_t from,
                      int64_t to) {
     if (from == to) return;
+    const auto key = std::make_pair(to, local);
+    if (from != kNever && to != kNever) {
+      // Move the entry: shift only what lies between its old and new places.
+      const auto old_it = std::lower_bound(list.begin(), list.end(), std::make_pair(from, local));
+      const auto new_it = std::lower_bound(list.begin(), list.end(), key);
+      if (new_it > old_it) {
+        std::move(old_it + 1, new_it, old_it);
+        *(new_it - 1) = key;
+      } else {
+        std::move_backward(new_it, old_it, old_it + 1);
+        *new_it = key;
+      }
+      return;
+    }
     if (from != kNever) {
       list.erase(std::lower_bound(list.begin(), list.end(), std::make_pair(from, local)));
     }
-    if (to != kNever) {
-      const auto key = std::make_pair(to, local);
-      list.insert(std::lower_bound(list.begin(), list.end(), key), key);
-    }
+    if (to != kNever) list.insert(std::lower_bound(list.begin(), list.end(), key), key);
   }
 
   // Recomputes the node's first future start after its calendar changed.
@@ -360,13 +371,10 @@ struct Matcher::State {
     const int64_t want_end = want_ffs == kNever ? kNever : brief.busy_all;
     const int64_t want_whole = want == n.cap ? want_ffs : kNever;
     const bool want_multi = want_ffs != kNever && brief.nfuture > 1;
-    SegCopy copy;
-    if (n.segs.size() <= static_cast<size_t>(SegCopy::kSegs)) {
-      std::copy(n.segs.begin(), n.segs.end(), copy.segs);
-    }
+    const bool copy = n.segs.size() <= static_cast<size_t>(SegCopy::kSegs);
     for (Member& m : n.members) {
       pools[m.pool].brief[m.local] = brief;
-      pools[m.pool].copies[m.local] = copy;
+      if (copy) std::copy(n.segs.begin(), n.segs.end(), pools[m.pool].copies[m.local].segs);
       Relist(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
       m.listed_end = want_end;
       Relist(pools[m.pool].future_whole, m.local, m.listed_whole, want_whole);
@@ -713,9 +721,37 @@ struct Matcher::State {
     };
     const size_t first = out->size();
     const bool exact = HasExact(p, c);
-    ForEachExact(p, c, [&](uint32_t local, int f) {
-      if (f >= c.x) emit(local, f);
-    });
+    if (!c.start_now && c.fixed && c.x < p.cap && budget == 1) {
+      // One partial slice at a future start: the best node has the fewest GPUs free that still
+      // hold it. A clean node has at least its row free later on, so rows are walked upwards
+      // until they pass the best found.
+      int best_f = p.cap + 1;
+      exact_mask.assign(p.words, 0);
+      for (const auto& [ffs, local] : p.future) {
+        exact_mask[local >> 6] |= uint64_t{1} << (local & 63);
+        const int f = PoolFreeOver(p, local, c.s, c.e);
+        if (f >= c.x) {
+          emit(local, f);
+          best_f = std::min(best_f, f);
+        }
+      }
+      for (int r = 0; r <= p.cap && r <= best_f; ++r) {
+        if (p.count[r] == 0) continue;
+        ForEachBit(p.Row(r), p.words, [&](uint32_t local) {
+          if ((exact_mask[local >> 6] >> (local & 63)) & 1) return true;
+          const int f = p.brief[local].busy_all <= c.s ? p.cap : PoolFreeOver(p, local, c.s, c.e);
+          if (f >= c.x) {
+            emit(local, f);
+            best_f = std::min(best_f, f);
+          }
+          return true;
+        });
+      }
+    } else {
+      ForEachExact(p, c, [&](uint32_t local, int f) {
+        if (f >= c.x) emit(local, f);
+      });
+    }
     if (c.start_now) {
       // The rest answer from the index: rows in order of the per-slice terms (best fit first,
       // whole nodes last) and ascending node index within a row.
