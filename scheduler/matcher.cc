@@ -723,11 +723,13 @@ struct Matcher::State {
     const bool exact = HasExact(p, c);
     if (!c.start_now && c.fixed && c.x < p.cap && budget == 1) {
       // One partial slice at a future start: the best node has the fewest GPUs free that still
-      // hold it. A clean node has at least its row free later on, so rows are walked upwards
-      // until they pass the best found.
+      // hold it. A node with no sale starting before the interval ends has at least its row free
+      // over it, so rows are walked upwards until they pass the best found; the other nodes are
+      // asked first.
       int best_f = p.cap + 1;
       exact_mask.assign(p.words, 0);
       for (const auto& [ffs, local] : p.future) {
+        if (ffs >= c.e) break;
         exact_mask[local >> 6] |= uint64_t{1} << (local & 63);
         const int f = PoolFreeOver(p, local, c.s, c.e);
         if (f >= c.x) {
