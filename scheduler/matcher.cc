@@ -1183,32 +1183,35 @@ struct Matcher::State {
     for (uint32_t g : touched) {
       const std::vector<PoolIndex>& plist = group_lists[g];
       if (!WholeNodes(c, plist)) continue;
-      // Nodes that might be free before `best`: clean ones free by then, and nodes with a future
-      // sale that have room somewhere before it. Too few, and the group cannot do better. A node
-      // with one future sale has room only after its last sale ends or in the gap before that
-      // sale, which needs the sale to start at least a duration after `from`.
-      int64_t could = 0, dirty_bound = 0;
+      // How many nodes might be free for the duration before `best`, counted from the lists
+      // where they say enough: clean nodes free by then; nodes with future sales whose every sale
+      // ends early enough (room after them); nodes with one future sale and room before it,
+      // which needs that sale to start a duration after `from`; and, at most, every node with
+      // several future sales. Too few, and the group cannot do better than `best`.
+      int64_t could = 0;
       for (PoolIndex pi : plist) {
         const Pool& p = pools[pi];
         const int64_t from = std::max(c.s, p.from);
-        if (from >= best) continue;
-        could += std::lower_bound(p.clean.begin(), p.clean.end(), std::make_pair(best, 0u)) -
-                 p.clean.begin();
-        dirty_bound += std::lower_bound(p.future_by_end.begin(), p.future_by_end.end(),
-                                        std::make_pair(best, 0u)) -
-                       p.future_by_end.begin();
-        dirty_bound += p.future.end() - std::lower_bound(p.future.begin(), p.future.end(),
-                                                         std::make_pair(from + c.d, 0u));
-        dirty_bound += static_cast<int64_t>(p.multi_future.size());
+        const int64_t last = std::min(p.until - c.d, best - 1);
+        if (from > last) continue;
+        could += KeysAtMost(p.clean, last) + KeysAtMost(p.future_by_end, last) +
+                 static_cast<int64_t>(p.multi_future.size());
       }
-      if (could + dirty_bound < c.need) continue;
-      for (PoolIndex pi : plist) {
-        const Pool& p = pools[pi];
-        const int64_t from = std::max(c.s, p.from);
-        if (from >= best) continue;
-        for (const auto& [ffs, local] : p.future) {
-          if (could >= c.need) break;
-          if (HasWholeWindow(p, local, from, c.d, p.until, best)) ++could;
+      if (could < c.need) {
+        // Add the gaps before a single future sale, then the count is exact but for multi-sale
+        // nodes.
+        for (PoolIndex pi : plist) {
+          const Pool& p = pools[pi];
+          const int64_t from = std::max(c.s, p.from);
+          const int64_t last = std::min(p.until - c.d, best - 1);
+          if (from > last) continue;
+          for (auto it = std::lower_bound(p.future.begin(), p.future.end(),
+                                          std::make_pair(from + c.d, 0u));
+               it != p.future.end() && could < c.need; ++it) {
+            const Brief& b = p.brief[it->second];
+            if (b.busy_all <= last || b.nfuture > 1) continue;  // counted already
+            if (std::max(from, b.busy_started) <= std::min(last, it->first - c.d)) ++could;
+          }
         }
       }
       if (could >= c.need) slow.push_back(g);
