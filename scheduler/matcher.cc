@@ -940,7 +940,11 @@ struct Matcher::State {
       const uint32_t g = GroupOf(p, c.locality);
       if (group_seen_mark[g] == seen_epoch) return true;
       group_seen_mark[g] = seen_epoch;
-      GroupPools(c, check_price, g);
+      if (c.locality == Locality::kDomain && domains[g].pools.size() == 1) {
+        group_pools.assign(1, pi);  // the cursor has matched it already
+      } else {
+        GroupPools(c, check_price, g);
+      }
       int64_t bound = 0;
       for (PoolIndex q : group_pools) bound += UpperBound(q, c);
       if (bound < c.need) return true;
@@ -1188,7 +1192,11 @@ struct Matcher::State {
       // ends early enough (room after them); nodes with one future sale and room before it,
       // which needs that sale to start a duration after `from`; and, at most, every node with
       // several future sales. Too few, and the group cannot do better than `best`.
-      int64_t could = 0;
+      int64_t could = 0, sellable = 0;
+      for (PoolIndex pi : plist) {
+        sellable += static_cast<int64_t>(pools[pi].clean.size() + pools[pi].future.size());
+      }
+      if (sellable < c.need) continue;
       for (PoolIndex pi : plist) {
         const Pool& p = pools[pi];
         const int64_t from = std::max(c.s, p.from);
@@ -1302,26 +1310,36 @@ struct Matcher::State {
   // Whole-node slices: the first time before `bound` at which `need` nodes of the group are
   // wholly free for the duration, by a sweep over every node's free windows; kNever if none.
   int64_t SweepEarliest(const Compiled& c, const std::vector<PoolIndex>& plist, int64_t bound) {
+    // Events: +1 when a window opens, -k just after k close. A clean node's window runs from the
+    // end of its last sale to the pool's last start, so each pool's clean events come in order.
+    sweep.clear();
     windows.clear();
     for (PoolIndex pi : plist) {
       const Pool& p = pools[pi];
       const int64_t from = std::max(c.s, p.from);
-      if (from >= bound) continue;
+      const int64_t last = std::min(p.until - c.d, bound - 1);
+      if (from > last) continue;
+      const size_t mark = sweep.size();
+      int open_clean = 0;
       for (const auto& [busy, local] : p.clean) {
-        if (std::max(from, busy) >= bound) break;  // sorted by the end of the last sale
-        PoolWholeWindows(p, local, from, c.d, p.until, bound, &windows);
+        const int64_t a = std::max(from, busy);
+        if (a > last) break;  // sorted by the end of the last sale
+        sweep.emplace_back(a, 1);
+        ++open_clean;
       }
+      if (open_clean > 0) sweep.emplace_back(last + 1, -open_clean);
+      std::inplace_merge(sweep.begin(), sweep.begin() + static_cast<ptrdiff_t>(mark), sweep.end());
       for (const auto& [ffs, local] : p.future) {
         PoolWholeWindows(p, local, from, c.d, p.until, bound, &windows);
       }
     }
-    // +1 when a window opens, -1 just after it closes; closes before opens at the same time.
-    sweep.clear();
+    const size_t mark = sweep.size();
     for (const auto& [a, b] : windows) {
       sweep.emplace_back(a, 1);
       sweep.emplace_back(b + 1, -1);
     }
-    std::sort(sweep.begin(), sweep.end());
+    std::sort(sweep.begin() + static_cast<ptrdiff_t>(mark), sweep.end());
+    std::inplace_merge(sweep.begin(), sweep.begin() + static_cast<ptrdiff_t>(mark), sweep.end());
     int64_t open = 0;
     for (size_t i = 0; i < sweep.size();) {
       const int64_t t = sweep[i].first;
