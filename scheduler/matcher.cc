@@ -160,6 +160,13 @@ struct LiveRec {
   bool padded = false;  // a start-now hold, held past its duration by its ttl
 };
 
+// A pending move of one node's entry in one of a pool's sorted lists.
+struct ListMove {
+  std::vector<std::pair<int64_t, uint32_t>>* list;
+  uint32_t local;
+  int64_t from, to;
+};
+
 enum class EvKind : uint8_t { kEnd = 0, kHoldLapse = 1, kActivate = 2 };
 struct TimeEv {
   int64_t t;
@@ -264,6 +271,9 @@ struct Matcher::State {
   uint32_t seen_epoch = 0;
   std::vector<uint32_t> group_seen_mark;
   std::vector<uint64_t> exact_mask;
+  bool batching = false;
+  std::vector<ListMove> pending;
+  std::vector<std::pair<int64_t, uint32_t>> drop, add, rebuilt;
   std::vector<std::vector<PoolIndex>> group_lists;     // EarliestStart's pools by group
   std::vector<uint32_t> touched;                       // the groups group_lists holds
   std::vector<std::pair<int64_t, int64_t>> group_sum;  // per group: capacity, under the ceiling
@@ -375,9 +385,9 @@ struct Matcher::State {
     for (Member& m : n.members) {
       pools[m.pool].brief[m.local] = brief;
       if (copy) std::copy(n.segs.begin(), n.segs.end(), pools[m.pool].copies[m.local].segs);
-      Relist(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
+      Move(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
       m.listed_end = want_end;
-      Relist(pools[m.pool].future_whole, m.local, m.listed_whole, want_whole);
+      Move(pools[m.pool].future_whole, m.local, m.listed_whole, want_whole);
       m.listed_whole = want_whole;
       if (want_multi != m.listed_multi) {
         std::vector<uint32_t>& multi = pools[m.pool].multi_future;
@@ -402,11 +412,63 @@ struct Matcher::State {
         }
         m.row = want;
       }
-      Relist(p.future, m.local, m.listed_ffs, want_ffs);
+      Move(p.future, m.local, m.listed_ffs, want_ffs);
       m.listed_ffs = want_ffs;
-      Relist(p.clean, m.local, m.listed_busy, want_busy);
+      Move(p.clean, m.local, m.listed_busy, want_busy);
       m.listed_busy = want_busy;
     }
+  }
+
+  // List moves are applied at once while batching (an allocation's nodes change together; each
+  // node at most once), so that a pool's list is rebuilt once instead of shifted per node.
+  void Move(std::vector<std::pair<int64_t, uint32_t>>& list, uint32_t local, int64_t from,
+            int64_t to) {
+    if (from == to) return;
+    if (batching) {
+      pending.push_back({&list, local, from, to});
+    } else {
+      Relist(list, local, from, to);
+    }
+  }
+  void BeginBatch() { batching = true; }
+  void EndBatch() {
+    batching = false;
+    std::sort(pending.begin(), pending.end(),
+              [](const ListMove& a, const ListMove& b) { return a.list < b.list; });
+    for (size_t i = 0; i < pending.size();) {
+      size_t j = i;
+      while (j < pending.size() && pending[j].list == pending[i].list) ++j;
+      std::vector<std::pair<int64_t, uint32_t>>& list = *pending[i].list;
+      if (j - i <= 4) {
+        for (size_t k = i; k < j; ++k)
+          Relist(list, pending[k].local, pending[k].from, pending[k].to);
+      } else {
+        // Rebuild: drop the old keys, merge in the new ones.
+        drop.clear();
+        add.clear();
+        for (size_t k = i; k < j; ++k) {
+          if (pending[k].from != kNever) drop.emplace_back(pending[k].from, pending[k].local);
+          if (pending[k].to != kNever) add.emplace_back(pending[k].to, pending[k].local);
+        }
+        std::sort(drop.begin(), drop.end());
+        std::sort(add.begin(), add.end());
+        rebuilt.clear();
+        rebuilt.reserve(list.size() - drop.size() + add.size());
+        size_t d = 0, a = 0;
+        for (const auto& e : list) {
+          if (d < drop.size() && drop[d] == e) {
+            ++d;
+            continue;
+          }
+          while (a < add.size() && add[a] < e) rebuilt.push_back(add[a++]);
+          rebuilt.push_back(e);
+        }
+        while (a < add.size()) rebuilt.push_back(add[a++]);
+        list.swap(rebuilt);
+      }
+      i = j;
+    }
+    pending.clear();
   }
 
   // ---------------------------------------------------------------- time
@@ -445,6 +507,7 @@ struct Matcher::State {
 
   void Activate(LiveRec& rec) {
     rec.activated = true;
+    BeginBatch();
     for (const Slice& sl : rec.a.slices) {
       NodeRec& n = nodes[sl.node];
       n.free_now = static_cast<int16_t>(n.free_now - sl.gpus);
@@ -453,11 +516,13 @@ struct Matcher::State {
       used_now += sl.gpus;
       Reindex(sl.node);
     }
+    EndBatch();
   }
 
   // Removes an allocation's sold intervals and forgets it.
   void Finish(absl::flat_hash_map<AllocationId, LiveRec>::iterator it, EndReason why, int64_t at) {
     LiveRec& rec = it->second;
+    BeginBatch();
     for (const Slice& sl : rec.a.slices) {
       NodeRec& n = nodes[sl.node];
       for (size_t i = 0; i < n.segs.size(); ++i) {
@@ -476,6 +541,7 @@ struct Matcher::State {
       --domains[n.domain].live_segments;
       Reindex(sl.node);
     }
+    EndBatch();
     events.push_back({rec.a.id, AllocationState::kEnded, why, FromUs(at)});
     live.erase(it);
   }
@@ -1433,7 +1499,9 @@ struct Matcher::State {
     if (s <= now) {
       Activate(stored);  // also reindexes
     } else {
+      BeginBatch();
       for (const Slice& sl : stored.a.slices) Reindex(sl.node);
+      EndBatch();
       timeline.push({s, EvKind::kActivate, stored.a.id});
     }
     timeline.push({e, EvKind::kEnd, stored.a.id});
