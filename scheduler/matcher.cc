@@ -742,12 +742,10 @@ struct Matcher::State {
         break;  // sorted: the rest are busy then too
       }
     }
-    for (const auto& [ffs, local] : p.future) {
-      if (c.x < p.cap) {
-        fn(local, PoolFreeOver(p, local, c.s, c.e));
-      } else if (WholeFree(p, local, c.s, c.e)) {
-        fn(local, p.cap);
-      }
+    if (c.x < p.cap) {
+      for (const auto& [ffs, local] : p.future) fn(local, PoolFreeOver(p, local, c.s, c.e));
+    } else {
+      ForEachWholeFreeDirty(p, c.s, c.e, [&](uint32_t local) { fn(local, p.cap); });
     }
   }
 
@@ -888,9 +886,7 @@ struct Matcher::State {
     } else if (c.x == p.cap) {
       // Whole nodes at a future start: the clean ones free by then, counted from the list.
       got = CleanFreeBy(p, c.s) * (c.fixed ? 1 : p.cap);
-      for (const auto& [ffs, local] : p.future) {
-        if (WholeFree(p, local, c.s, c.e)) add(p.cap, 1);
-      }
+      ForEachWholeFreeDirty(p, c.s, c.e, [&](uint32_t) { add(p.cap, 1); });
       return got;
     }
     ForEachExact(p, c, [&](uint32_t, int f) {
@@ -1091,6 +1087,26 @@ struct Matcher::State {
     if (b.nsegs > SegCopy::kSegs) return FreeOver(nodes[p.nodes[local]], s, e);
     const Seg* segs = p.copies[local].segs;
     return p.cap - MaxUsed(segs, segs + b.nsegs, s, e);
+  }
+
+  // Calls fn(local) for each node of the pool with a future sale that is wholly free over [s, e)
+  // (s > now), reading the lists: nodes whose every sale ends by s; nodes with one future sale
+  // that starts after the interval and started sales that end by s; nodes with several future
+  // sales, asked one by one.
+  template <typename Fn>
+  void ForEachWholeFreeDirty(const Pool& p, int64_t s, int64_t e, Fn fn) const {
+    for (const auto& [busy, local] : p.future_by_end) {
+      if (busy > s) break;
+      fn(local);
+    }
+    for (auto it = std::lower_bound(p.future.begin(), p.future.end(), std::make_pair(e, 0u));
+         it != p.future.end(); ++it) {
+      const Brief& b = p.brief[it->second];
+      if (b.busy_all > s && b.nfuture == 1 && b.busy_started <= s) fn(it->second);
+    }
+    for (uint32_t local : p.multi_future) {
+      if (p.brief[local].busy_all > s && WholeFree(p, local, s, e)) fn(local);
+    }
   }
 
   // True when the pool's node is wholly free over [s, e).
