@@ -785,6 +785,22 @@ struct Matcher::State {
     };
     const size_t first = out->size();
     const bool exact = HasExact(p, c);
+    if (!c.start_now && c.fixed && c.x == p.cap) {
+      // Whole nodes at a future start: every candidate has the same terms, so the lowest node
+      // indexes win. Mark the wholly free nodes, then take them in index order.
+      exact_mask.assign(p.words, 0);
+      auto mark = [&](uint32_t local) { exact_mask[local >> 6] |= uint64_t{1} << (local & 63); };
+      for (const auto& [busy, local] : p.clean) {
+        if (busy > c.s) break;
+        mark(local);
+      }
+      ForEachWholeFreeDirty(p, c.s, c.e, mark);
+      ForEachBit(exact_mask.data(), p.words, [&](uint32_t local) {
+        emit(local, p.cap);
+        return got < budget;
+      });
+      return got;
+    }
     if (!c.start_now && c.fixed && c.x < p.cap && budget == 1) {
       // One partial slice at a future start: the best node has the fewest GPUs free that still
       // hold it. A node with no sale starting before the interval ends has at least its row free
