@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -157,7 +158,7 @@ int Run() {
   std::sort(lat_ns.begin(), lat_ns.end());
   auto pct = [&](double p) -> double {
     if (lat_ns.empty()) return 0;
-    size_t k = static_cast<size_t>(p * static_cast<double>(lat_ns.size() - 1) + 0.5);
+    const auto k = static_cast<size_t>(std::llround(p * static_cast<double>(lat_ns.size() - 1)));
     return lat_ns[k] / 1000.0;
   };
   const double dps = decide_sec > 0 ? static_cast<double>(requests) / decide_sec : 0;
@@ -173,22 +174,23 @@ int Run() {
         "{\"gpus\":%lld,\"nodes\":%lld,\"requests\":%lld,\"granted\":%lld,\"rejected\":%lld,"
         "\"rejected_by_reason\":{%s},\"releases\":%lld,\"decisions_per_sec\":%.0f,"
         "\"wall_decisions_per_sec\":%.0f,\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,"
-        "\"max_us\":%.2f,\"peak_rss_mib\":%.1f,\"setup_sec\":%.3f,\"sold_gpus_at_end\":%lld,"
+        "\"max_us\":%.2f,\"peak_rss_mib\":%.1f,\"setup_sec\":%.3f,\"release_sec\":%.3f,"
+        "\"sold_gpus_at_end\":%lld,"
         "\"live_allocations_at_end\":%lld,\"violations\":%lld,\"seed\":%llu}\n",
         static_cast<long long>(market.gpus), static_cast<long long>(market.nodes.size()),
         static_cast<long long>(requests), static_cast<long long>(granted),
         static_cast<long long>(rejected), reasons.c_str(), static_cast<long long>(releases), dps,
         wall_dps, pct(0.50), pct(0.99), pct(0.999), lat_ns.empty() ? 0.0 : lat_ns.back() / 1000.0,
-        PeakRssMib(), setup_sec, static_cast<long long>(tot.sold_gpus_now),
+        PeakRssMib(), setup_sec, release_sec, static_cast<long long>(tot.sold_gpus_now),
         static_cast<long long>(tot.live_allocations), static_cast<long long>(violations),
         static_cast<unsigned long long>(seed));
   } else {
     std::printf("market: %lld GPUs on %zu nodes, %zu centers (setup %.2f s)\n",
                 static_cast<long long>(market.gpus), market.nodes.size(), market.centers.size(),
                 setup_sec);
-    std::printf("requests: %lld  granted: %lld  rejected: %lld  releases: %lld\n",
+    std::printf("requests: %lld  granted: %lld  rejected: %lld  releases: %lld (%.2f s)\n",
                 static_cast<long long>(requests), static_cast<long long>(granted),
-                static_cast<long long>(rejected), static_cast<long long>(releases));
+                static_cast<long long>(rejected), static_cast<long long>(releases), release_sec);
     for (const auto& [k, v] : rejected_by) {
       std::printf("  rejected %-22s %lld\n", k.c_str(), static_cast<long long>(v));
     }
@@ -199,7 +201,8 @@ int Run() {
     std::printf("peak RSS: %.1f MiB   violations: %lld\n", PeakRssMib(),
                 static_cast<long long>(violations));
     for (const std::string& p : audit.problems) std::printf("  audit: %s\n", p.c_str());
-    std::printf("latency by kind/start/outcome (count, share of engine time, mean, p50, p99, max us):\n");
+    std::printf(
+        "latency by kind/start/outcome (count, share of engine time, mean, p50, p99, max us):\n");
     for (auto& [k, v] : lat_by) {
       std::sort(v.begin(), v.end());
       double sum = 0;

@@ -10,7 +10,6 @@ namespace {
 
 using scheduler::CenterType;
 using scheduler::Fabric;
-using scheduler::kMicrosPerUnit;
 using scheduler::Micros;
 
 struct ModelClass {
@@ -81,7 +80,7 @@ const char* RequestKindName(RequestKind k) {
 StdMarket MakeStdMarket(int64_t gpus, uint64_t seed, absl::Time t0) {
   std::mt19937_64 rng(seed);
   StdMarket m;
-  int64_t nodes = std::max<int64_t>(gpus / 8, 8 * 8 * 8);
+  const int64_t nodes = std::max<int64_t>(gpus / 8, int64_t{8} * 8 * 8);
   // Full size: 1,024 nodes per center in domains of 256, 256, 128, 128, 64 x 4. Fewer centers
   // first (down to 8), then every domain scaled down together (down to 8 nodes).
   static const int kFullDomains[8] = {256, 256, 128, 128, 64, 64, 64, 64};
@@ -89,7 +88,8 @@ StdMarket MakeStdMarket(int64_t gpus, uint64_t seed, absl::Time t0) {
   int64_t per_center = 1024;
   if (centers < 8) {
     centers = 8;
-    per_center = nodes / 8;
+    // Domains shrink together; the smallest (64 at full size) stops at 8 nodes.
+    per_center = std::max<int64_t>(nodes / 8, 128);
   }
   const double scale = static_cast<double>(per_center) / 1024.0;
   for (int c = 0; c < centers; ++c) {

@@ -27,8 +27,9 @@ struct StdMarket {
   int64_t gpus = 0;
 };
 
-// The std topology scaled to `gpus` (a multiple of 64, at least 8 centers x 8 domains x 8 nodes x
-// 8 GPUs = 4,096; smaller values are rounded up to that). Offers open at t0.
+// The std topology scaled to `gpus`: 1,024 nodes of 8 GPUs per center, fewer centers down to 8,
+// then smaller domains, the smallest down to 8 nodes (so at least 8,192 GPUs; sizes in between
+// round down to the topology). Offers open at t0.
 StdMarket MakeStdMarket(int64_t gpus, uint64_t seed, absl::Time t0);
 
 enum class RequestKind : uint8_t { kInference, kWholeNode, kGang, kLargeGang };

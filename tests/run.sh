@@ -21,6 +21,9 @@ step "Release build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$JOBS"
 
+step "clang-tidy"
+bash tests/tools/check_tidy.sh build
+
 step "tests (Release)"
 ctest --test-dir build --output-on-failure -j "$JOBS"
 

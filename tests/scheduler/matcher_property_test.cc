@@ -65,7 +65,7 @@ class Driver {
         ASSERT_TRUE(m_.AddDomain(ds).ok());
         ref_.AddDomain(ds);
         const int nodes = Uniform(2, 5);
-        const std::string model = kModels[Uniform(0, 2)];
+        const std::string& model = kModels[Uniform(0, 2)];
         std::vector<NodeSpec> batch;
         for (int n = 0; n < nodes; ++n) {
           NodeSpec ns;
@@ -379,7 +379,7 @@ class Driver {
       ASSERT_EQ(a.ok(), can) << a.status() << " seed " << seed_ << " op " << op_;
       if (a.ok()) ref_.SetInterval(id, sold.start, new_end);
     } else if (op < 90) {
-      AdvanceBoth(now_ + Uniform(0, 3) * kHour + Uniform(0, 1) * 1800'000'000);
+      AdvanceBoth(now_ + Uniform(0, 3) * kHour + Uniform(0, 1) * int64_t{1'800'000'000});
     } else if (op < 94) {
       const NodeIndex n =
           static_cast<NodeIndex>(Uniform(0, static_cast<int>(ref_.node_count()) - 1));

@@ -37,6 +37,7 @@ class MatcherTest : public ::testing::Test {
   void Nodes(const std::string& center, const std::string& domain, int count, int gpus = 8,
              const std::string& model = "H100-SXM5-80G") {
     std::vector<NodeSpec> batch;
+    batch.reserve(static_cast<size_t>(count));
     for (int i = 0; i < count; ++i) {
       batch.push_back({absl::StrCat(center, "-", domain, "-", i), center, domain, model, gpus});
     }
@@ -78,6 +79,22 @@ class MatcherTest : public ::testing::Test {
     for (const Slice& s : a.slices) out.push_back(m_.NodeId(s.node));
     return out;
   }
+  // One center c1 with one domain d1 of `nodes` nodes, all on sale in offer o1 for 30 days.
+  void SmallMarket(int nodes, int gpus = 8, double price = 10) {
+    Center("c1");
+    Domain("c1", "d1");
+    Nodes("c1", "d1", nodes, gpus);
+    Offer("o1", "c1", "d1", price);
+  }
+  // One center c1 with domains d1 and d2 of two 8-GPU nodes each, on sale at the same price.
+  void TwoDomains() {
+    Center("c1");
+    for (const char* d : {"d1", "d2"}) {
+      Domain("c1", d);
+      Nodes("c1", d, 2);
+      Offer(absl::StrCat("o-", d), "c1", d, 10);
+    }
+  }
   void ExpectClean() {
     const AuditReport rep = m_.Audit();
     EXPECT_EQ(rep.violations, 0) << (rep.problems.empty() ? "" : rep.problems[0]);
@@ -89,10 +106,7 @@ class MatcherTest : public ::testing::Test {
 // ---- validation
 
 TEST_F(MatcherTest, InvalidRequestsAreRefusedAndChangeNothing) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 2);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(2);
   struct Case {
     const char* what;
     Request r;
@@ -151,13 +165,7 @@ TEST_F(MatcherTest, CapacityErrorsNameTheProblemAndChangeNothing) {
 // ---- feasibility rules
 
 TEST_F(MatcherTest, GangStaysInsideOneDomain) {
-  Center("c1");
-  Domain("c1", "d1");
-  Domain("c1", "d2");
-  Nodes("c1", "d1", 2);
-  Nodes("c1", "d2", 2);
-  Offer("o1", "c1", "d1", 10);
-  Offer("o2", "c1", "d2", 10);
+  TwoDomains();
   // Three whole nodes exist in the center, but no domain holds three.
   Decision d = Must(Ask(24, 8, Locality::kDomain));
   EXPECT_FALSE(d.granted);
@@ -176,10 +184,7 @@ TEST_F(MatcherTest, GangStaysInsideOneDomain) {
 }
 
 TEST_F(MatcherTest, NodeLocalityPutsEveryGpuOnOneNode) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 2, 4);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(2, 4);
   Decision d = Must(Ask(6, 0, Locality::kNode));
   EXPECT_FALSE(d.granted);  // 8 GPUs free, but no node has 6
   EXPECT_EQ(d.rejection.reason, RejectReason::kNoMatchingCapacity);
@@ -197,10 +202,7 @@ TEST_F(MatcherTest, NodeLocalityPutsEveryGpuOnOneNode) {
 }
 
 TEST_F(MatcherTest, SlicesHaveExactlyGpusPerNode) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 3);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(3);
   Decision d = Must(Ask(12, 4, Locality::kDomain));
   ASSERT_TRUE(d.granted);
   ASSERT_EQ(d.allocation.slices.size(), 3u);
@@ -208,10 +210,7 @@ TEST_F(MatcherTest, SlicesHaveExactlyGpusPerNode) {
 }
 
 TEST_F(MatcherTest, OnlyHealthyNodesAreSold) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   ASSERT_TRUE(m_.SetNodeHealth("c1-d1-0", Health::kDegraded).ok());
   Decision d = Must(Ask(1, 0, Locality::kNode));
   EXPECT_FALSE(d.granted);
@@ -309,17 +308,11 @@ TEST_F(MatcherTest, LowestTotalPriceWins) {
   ASSERT_TRUE(d.granted);
   EXPECT_EQ(NodesOf(d.allocation), std::vector<std::string>{"c2-d1-0"});
   EXPECT_EQ(d.allocation.slices[0].price_per_gpu_hour, 11 * kUnit);
-  EXPECT_EQ(d.allocation.total_price, 4 * 11 * 4 * kUnit);  // 4 GPUs x 11 x 4 h
+  EXPECT_EQ(d.allocation.total_price, kUnit * 4 * 11 * 4);  // 4 GPUs x 11 x 4 h
 }
 
 TEST_F(MatcherTest, TiesGoToTheTightestFit) {
-  Center("c1");
-  Domain("c1", "d1");
-  Domain("c1", "d2");
-  Nodes("c1", "d1", 2);
-  Nodes("c1", "d2", 2);
-  Offer("o1", "c1", "d1", 10);
-  Offer("o2", "c1", "d2", 10);
+  TwoDomains();
   // First GPU: every node is whole, every domain untouched: the lowest node.
   Decision a = Must(Ask(2, 0, Locality::kNode));
   ASSERT_TRUE(a.granted);
@@ -378,10 +371,7 @@ TEST_F(MatcherTest, AnyPackingTakesTheCheapestGpusFirst) {
 // ---- rejections and hints
 
 TEST_F(MatcherTest, PriceRejectionSaysTheCeilingThatWouldFit) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 25.5);
+  SmallMarket(1, 8, 25.5);
   Decision d = Must(Ask(8, 8, Locality::kNode, 20));
   EXPECT_FALSE(d.granted);
   EXPECT_EQ(d.rejection.reason, RejectReason::kPriceAboveCeiling);
@@ -391,10 +381,7 @@ TEST_F(MatcherTest, PriceRejectionSaysTheCeilingThatWouldFit) {
 }
 
 TEST_F(MatcherTest, CapacityRejectionSaysTheLargestBlockAndEarliestStart) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 2);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(2);
   Decision first = Must(Ask(8, 8, Locality::kNode, 100, absl::Hours(5)));
   ASSERT_TRUE(first.granted);
   Decision d = Must(Ask(16, 8, Locality::kDomain, 100, absl::Hours(2)));
@@ -410,10 +397,7 @@ TEST_F(MatcherTest, CapacityRejectionSaysTheLargestBlockAndEarliestStart) {
 }
 
 TEST_F(MatcherTest, UnknownRegionIsNoMatchingCapacity) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   Request r = Ask(1, 0, Locality::kNode);
   r.regions = {"mars-1"};
   Decision d = Must(r);
@@ -424,10 +408,7 @@ TEST_F(MatcherTest, UnknownRegionIsNoMatchingCapacity) {
 // ---- lifecycle
 
 TEST_F(MatcherTest, NeverSellsAGpuTwice) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   ASSERT_TRUE(Must(Ask(5, 0, Locality::kNode)).granted);
   EXPECT_FALSE(Must(Ask(4, 0, Locality::kNode)).granted);
   EXPECT_TRUE(Must(Ask(3, 0, Locality::kNode)).granted);
@@ -437,10 +418,7 @@ TEST_F(MatcherTest, NeverSellsAGpuTwice) {
 }
 
 TEST_F(MatcherTest, AllocationsExpireAtTheirEndWithoutARequest) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   Decision d = Must(Ask(8, 8, Locality::kNode, 100, absl::Hours(3)));
   ASSERT_TRUE(d.granted);
   m_.TakeEvents();
@@ -457,10 +435,7 @@ TEST_F(MatcherTest, AllocationsExpireAtTheirEndWithoutARequest) {
 }
 
 TEST_F(MatcherTest, ReservationsBecomeActiveAtTheirStart) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   Request r = Ask(8, 8, Locality::kNode, 100, absl::Hours(2));
   r.start = kT0 + absl::Hours(5);
   Decision d = Must(r);
@@ -476,10 +451,7 @@ TEST_F(MatcherTest, ReservationsBecomeActiveAtTheirStart) {
 }
 
 TEST_F(MatcherTest, ReleaseFreesTheGpusOnce) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   Decision d = Must(Ask(8, 8, Locality::kNode));
   ASSERT_TRUE(m_.Release(d.allocation.id, kT0 + absl::Hours(1)).ok());
   EXPECT_EQ(m_.Release(d.allocation.id, kT0 + absl::Hours(1)).code(), absl::StatusCode::kNotFound);
@@ -496,7 +468,7 @@ TEST_F(MatcherTest, ExtendOnlyWhileTheSameGpusStayFree) {
   absl::StatusOr<Allocation> ext = m_.Extend(a.allocation.id, kT0 + absl::Hours(4), kT0);
   ASSERT_TRUE(ext.ok()) << ext.status();
   EXPECT_EQ(ext->end, kT0 + absl::Hours(4));
-  EXPECT_EQ(ext->total_price, 8 * 10 * 4 * kUnit);
+  EXPECT_EQ(ext->total_price, kUnit * 8 * 10 * 4);
   // Someone books the node from hour 6: extending past it must fail and change nothing.
   Request next = Ask(8, 8, Locality::kNode, 100, absl::Hours(2));
   next.start = kT0 + absl::Hours(6);
@@ -527,10 +499,7 @@ TEST_F(MatcherTest, ExtendFailsPastTheOfferAndAfterWithdrawal) {
 }
 
 TEST_F(MatcherTest, QuoteTakesNothingAndMatchesAllocate) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 2);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(2);
   const Request r = Ask(12, 0, Locality::kDomain);
   absl::StatusOr<Decision> q = m_.Quote(r, kT0);
   ASSERT_TRUE(q.ok() && q->granted);
@@ -546,10 +515,7 @@ TEST_F(MatcherTest, QuoteTakesNothingAndMatchesAllocate) {
 }
 
 TEST_F(MatcherTest, BindingQuoteHoldsCapacityUntilRedeemedOnce) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   absl::StatusOr<Decision> h = m_.Hold(Ask(8, 8, Locality::kNode), absl::Seconds(30), kT0);
   ASSERT_TRUE(h.ok() && h->granted);
   EXPECT_EQ(h->allocation.state, AllocationState::kHeld);
@@ -568,10 +534,7 @@ TEST_F(MatcherTest, BindingQuoteHoldsCapacityUntilRedeemedOnce) {
 }
 
 TEST_F(MatcherTest, BindingQuoteLapsesByItself) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   absl::StatusOr<Decision> h = m_.Hold(Ask(8, 8, Locality::kNode), absl::Seconds(30), kT0);
   ASSERT_TRUE(h.ok() && h->granted);
   m_.TakeEvents();
@@ -588,10 +551,7 @@ TEST_F(MatcherTest, BindingQuoteLapsesByItself) {
 }
 
 TEST_F(MatcherTest, NodesWithSalesCannotBeRemoved) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 2);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(2);
   Decision d = Must(Ask(8, 8, Locality::kNode));
   const std::string busy = NodesOf(d.allocation)[0];
   EXPECT_EQ(m_.RemoveNode(busy).code(), absl::StatusCode::kFailedPrecondition);
@@ -602,10 +562,7 @@ TEST_F(MatcherTest, NodesWithSalesCannotBeRemoved) {
 }
 
 TEST_F(MatcherTest, TimeNeverGoesBackwards) {
-  Center("c1");
-  Domain("c1", "d1");
-  Nodes("c1", "d1", 1);
-  Offer("o1", "c1", "d1", 10);
+  SmallMarket(1);
   Decision d = Must(Ask(8, 8, Locality::kNode, 100, absl::Hours(1)));
   m_.Advance(kT0 + absl::Hours(2));
   EXPECT_EQ(m_.Find(d.allocation.id), nullptr);

@@ -230,6 +230,7 @@ RefResult ReferenceMatcher::Best(const Request& r, int64_t s, bool check_price,
           break;
         }
         std::vector<std::pair<const Elig*, int>> picks;
+        picks.reserve(idx.size());
         for (int i : idx) picks.emplace_back(&el[i], sh.x);
         consider(picks);
         int i = sh.need - 1;
