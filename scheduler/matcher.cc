@@ -1295,6 +1295,17 @@ struct Matcher::State {
         sellable += static_cast<int64_t>(pools[pi].clean.size() + pools[pi].future.size());
       }
       if (sellable < c.need) continue;
+      if (plist.size() == 1) {
+        // One probe: every node with a future sale counts at most once, so unless the clean
+        // list holds the rest by `best`, the group cannot do better.
+        const Pool& p = pools[plist[0]];
+        const int64_t rest = c.need - static_cast<int64_t>(p.future.size());
+        const int64_t last = std::min(p.until - c.d, best - 1);
+        if (rest > 0 && (static_cast<int64_t>(p.clean.size()) < rest ||
+                         p.clean[static_cast<size_t>(rest - 1)].first > last)) {
+          continue;
+        }
+      }
       for (PoolIndex pi : plist) {
         const Pool& p = pools[pi];
         const int64_t from = std::max(c.s, p.from);
