@@ -862,6 +862,19 @@ struct Matcher::State {
     return got;
   }
 
+  // False when the pool surely holds fewer than `want` slices for the request (fixed slices), by
+  // one look at its sizes and, for whole nodes at a future start, one probe of its clean list:
+  // every node with a future sale counts at most once, so the clean nodes free by the start must
+  // make up the rest.
+  static bool CouldHold(const Pool& p, const Compiled& c, int64_t want) {
+    if (!c.fixed) return true;
+    const auto nodes = static_cast<int64_t>(p.clean.size() + p.future.size());
+    if (nodes < want) return false;
+    if (c.start_now || c.x != p.cap) return true;
+    const int64_t rest = want - static_cast<int64_t>(p.future.size());
+    return rest <= 0 || p.clean[static_cast<size_t>(rest - 1)].first <= c.s;
+  }
+
   // A bound on Capacity from the index alone: free now bounds free over any start-now interval.
   int64_t UpperBound(PoolIndex pi, const Compiled& c) const {
     const Pool& p = pools[pi];
@@ -1019,6 +1032,7 @@ struct Matcher::State {
       if (group_seen_mark[g] == seen_epoch) return true;
       group_seen_mark[g] = seen_epoch;
       if (c.locality == Locality::kDomain && domains[g].pools.size() == 1) {
+        if (!CouldHold(p, c, c.need)) return true;
         group_pools.assign(1, pi);  // the cursor has matched it already
       } else {
         GroupPools(c, check_price, g);
@@ -1056,6 +1070,10 @@ struct Matcher::State {
         group_seen_mark[g] = seen_epoch;
         group_sum[g] = {0, 0};
       }
+      // A domain with one pool whose bound can change neither answer needs no exact count.
+      const bool alone = c.locality == Locality::kDomain && domains[g].pools.size() == 1;
+      const int64_t matters = under ? std::min(*largest + 1, int64_t{c.need}) : c.need;
+      if (alone && !CouldHold(p, c, matters)) return true;
       const int64_t capa = Capacity(pi, c);
       group_sum[g].first += capa;
       if (under) {
