@@ -1302,54 +1302,9 @@ struct Matcher::State {
     }
     for (uint32_t g : touched) {
       const std::vector<PoolIndex>& plist = group_lists[g];
-      if (!WholeNodes(c, plist)) continue;
-      // How many nodes might be free for the duration before `best`, counted from the lists
-      // where they say enough: clean nodes free by then; nodes with future sales whose every sale
-      // ends early enough (room after them); nodes with one future sale and room before it,
-      // which needs that sale to start a duration after `from`; and, at most, every node with
-      // several future sales. Too few, and the group cannot do better than `best`.
-      int64_t could = 0, sellable = 0;
-      for (PoolIndex pi : plist) {
-        sellable += static_cast<int64_t>(pools[pi].clean.size() + pools[pi].future.size());
-      }
-      if (sellable < c.need) continue;
-      if (plist.size() == 1) {
-        // One probe: every node with a future sale counts at most once, so unless the clean
-        // list holds the rest by `best`, the group cannot do better.
-        const Pool& p = pools[plist[0]];
-        const int64_t rest = c.need - static_cast<int64_t>(p.future.size());
-        const int64_t last = std::min(p.until - c.d, best - 1);
-        if (rest > 0 && (static_cast<int64_t>(p.clean.size()) < rest ||
-                         p.clean[static_cast<size_t>(rest - 1)].first > last)) {
-          continue;
-        }
-      }
-      for (PoolIndex pi : plist) {
-        const Pool& p = pools[pi];
-        const int64_t from = std::max(c.s, p.from);
-        const int64_t last = std::min(p.until - c.d, best - 1);
-        if (from > last) continue;
-        could += KeysAtMost(p.clean, last) + KeysAtMost(p.future_by_end, last) +
-                 static_cast<int64_t>(p.multi_future.size());
-      }
-      if (could < c.need) {
-        // Add the gaps before a single future sale, then the count is exact but for multi-sale
-        // nodes.
-        for (PoolIndex pi : plist) {
-          const Pool& p = pools[pi];
-          const int64_t from = std::max(c.s, p.from);
-          const int64_t last = std::min(p.until - c.d, best - 1);
-          if (from > last) continue;
-          for (auto it = std::lower_bound(p.future.begin(), p.future.end(),
-                                          std::make_pair(from + c.d, 0u));
-               it != p.future.end() && could < c.need; ++it) {
-            const Brief& b = p.brief[it->second];
-            if (b.busy_all <= last || b.nfuture > 1) continue;  // counted already
-            if (std::max(from, b.busy_started) <= std::min(last, it->first - c.d)) ++could;
-          }
-        }
-      }
-      if (could >= c.need) slow.push_back(g);
+      // Each sweep may lower `best`, which rules out more of the groups after it.
+      if (!WholeNodes(c, plist) || !CouldBeat(c, plist, best)) continue;
+      best = std::min(best, SweepEarliest(c, plist, best));
     }
     for (uint32_t g : slow) {
       const int64_t t = SearchEarliest(c, group_lists[g], best);
@@ -1357,6 +1312,57 @@ struct Matcher::State {
     }
     if (best == kNever) return std::nullopt;
     return best;
+  }
+
+  // False when the whole-node group surely cannot hold the request before `best`.
+  bool CouldBeat(const Compiled& c, const std::vector<PoolIndex>& plist, int64_t best) const {
+    // How many nodes might be free for the duration before `best`, counted from the lists
+    // where they say enough: clean nodes free by then; nodes with future sales whose every sale
+    // ends early enough (room after them); nodes with one future sale and room before it,
+    // which needs that sale to start a duration after `from`; and, at most, every node with
+    // several future sales. Too few, and the group cannot do better than `best`.
+    int64_t could = 0, sellable = 0;
+    for (PoolIndex pi : plist) {
+      sellable += static_cast<int64_t>(pools[pi].clean.size() + pools[pi].future.size());
+    }
+    if (sellable < c.need) return false;
+    if (plist.size() == 1) {
+      // One probe: every node with a future sale counts at most once, so unless the clean
+      // list holds the rest by `best`, the group cannot do better.
+      const Pool& p = pools[plist[0]];
+      const int64_t rest = c.need - static_cast<int64_t>(p.future.size());
+      const int64_t last = std::min(p.until - c.d, best - 1);
+      if (rest > 0 && (static_cast<int64_t>(p.clean.size()) < rest ||
+                       p.clean[static_cast<size_t>(rest - 1)].first > last)) {
+        return false;
+      }
+    }
+    for (PoolIndex pi : plist) {
+      const Pool& p = pools[pi];
+      const int64_t from = std::max(c.s, p.from);
+      const int64_t last = std::min(p.until - c.d, best - 1);
+      if (from > last) continue;
+      could += KeysAtMost(p.clean, last) + KeysAtMost(p.future_by_end, last) +
+               static_cast<int64_t>(p.multi_future.size());
+    }
+    if (could < c.need) {
+      // Add the gaps before a single future sale, then the count is exact but for multi-sale
+      // nodes.
+      for (PoolIndex pi : plist) {
+        const Pool& p = pools[pi];
+        const int64_t from = std::max(c.s, p.from);
+        const int64_t last = std::min(p.until - c.d, best - 1);
+        if (from > last) continue;
+        for (auto it =
+                 std::lower_bound(p.future.begin(), p.future.end(), std::make_pair(from + c.d, 0u));
+             it != p.future.end() && could < c.need; ++it) {
+          const Brief& b = p.brief[it->second];
+          if (b.busy_all <= last || b.nfuture > 1) continue;  // counted already
+          if (std::max(from, b.busy_started) <= std::min(last, it->first - c.d)) ++could;
+        }
+      }
+    }
+    return could >= c.need;
   }
 
   // True when every slice takes a whole node of every pool listed.
