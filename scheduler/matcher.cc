@@ -120,6 +120,11 @@ struct Pool {
   int64_t from, until, min_lease;
   bool whole_only;
   bool dead = false;
+  // Copies of the domain's and center's attributes, so that matching a pool reads only the pool.
+  Fabric fabric;
+  CenterType center_type;
+  uint32_t region_id;
+  uint64_t tag_mask;
   std::vector<NodeIndex> nodes;  // ascending node index; local index = position
   uint32_t words;
   std::vector<uint64_t> bits;  // cap + 1 rows of `words` words: row f = nodes with f free now
@@ -642,13 +647,13 @@ struct Matcher::State {
     if (p.min_lease > c.d) return false;
     if (c.x > p.cap) return false;
     if (p.whole_only && !(c.fixed && c.x == p.cap)) return false;
-    const DomainRec& dom = domains[p.domain];
-    if (dom.fabric < c.min_fabric) return false;
-    const CenterRec& cen = centers[p.center];
-    if (c.impossible_tag || (cen.tag_mask & c.tag_mask) != c.tag_mask) return false;
-    if (c.type_mask != 0 && (c.type_mask & (1u << static_cast<int>(cen.type))) == 0) return false;
+    if (p.fabric < c.min_fabric) return false;
+    if (c.impossible_tag || (p.tag_mask & c.tag_mask) != c.tag_mask) return false;
+    if (c.type_mask != 0 && (c.type_mask & (1u << static_cast<int>(p.center_type))) == 0) {
+      return false;
+    }
     if (!c.regions.empty() &&
-        std::find(c.regions.begin(), c.regions.end(), cen.region_id) == c.regions.end()) {
+        std::find(c.regions.begin(), c.regions.end(), p.region_id) == c.regions.end()) {
       return false;
     }
     return true;
@@ -1816,6 +1821,10 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     p.until = until;
     p.min_lease = o.min_lease;
     p.whole_only = o.whole_only;
+    p.fabric = s.domains[p.domain].fabric;
+    p.center_type = s.centers[p.center].type;
+    p.region_id = s.centers[p.center].region_id;
+    p.tag_mask = s.centers[p.center].tag_mask;
     while (j < covered.size() && s.nodes[covered[j]].domain == first.domain &&
            s.nodes[covered[j]].model == first.model && s.nodes[covered[j]].cap == first.cap) {
       p.nodes.push_back(covered[j]);
