@@ -1093,31 +1093,29 @@ struct Matcher::State {
   // The most GPUs free on one node at the request's start under its ceiling.
   int32_t LargestNode(const Compiled& c) {
     int64_t best = 0;
-    {
-      Compiled one = c;  // any node size counts
-      one.x = 1;
-      one.fixed = false;
-      ForEachPool(one, true, [&](PoolIndex pi) {
-        const Pool& p = pools[pi];
-        ForEachExact(p, one, [&](uint32_t, int f) { best = std::max<int64_t>(best, f); });
-        if (!one.start_now) return true;
-        // The fullest row holding a node that the index answers for.
-        const bool exact = HasExact(p, one);
-        if (exact) MarkExact(p, one);
-        for (int f = p.cap; f > best; --f) {
-          if (p.count[f] == 0) continue;
-          const bool found = !ForEachBit(p.Row(f), p.words, [&](uint32_t local) {
-            return exact && ((exact_mask[local >> 6] >> (local & 63)) & 1);
-          });
-          if (found) {
-            best = f;
-            break;
-          }
+    Compiled one = c;  // any node size counts
+    one.x = 1;
+    one.fixed = false;
+    ForEachPool(one, true, [&](PoolIndex pi) {
+      const Pool& p = pools[pi];
+      ForEachExact(p, one, [&](uint32_t, int f) { best = std::max<int64_t>(best, f); });
+      if (!one.start_now) return true;
+      // The fullest row holding a node that the index answers for.
+      const bool exact = HasExact(p, one);
+      if (exact) MarkExact(p, one);
+      for (int f = p.cap; f > best; --f) {
+        if (p.count[f] == 0) continue;
+        const bool found = !ForEachBit(p.Row(f), p.words, [&](uint32_t local) {
+          return exact && ((exact_mask[local >> 6] >> (local & 63)) & 1);
+        });
+        if (found) {
+          best = f;
+          break;
         }
-        return true;
-      });
-      return static_cast<int32_t>(best);
-    }
+      }
+      return true;
+    });
+    return static_cast<int32_t>(best);
   }
 
   // GPUs free on the pool's node over [s, e) (s >= now), from its brief when that says enough.
@@ -1154,22 +1152,6 @@ struct Matcher::State {
     if (b.nfuture == 0) return b.busy_all <= s;
     if (b.nfuture == 1) return b.busy_started <= s && (e <= b.future_start || b.future_end <= s);
     return PoolFreeOver(p, local, s, e) == p.cap;
-  }
-
-  // True when the pool's node is wholly free over [t, t + d) for some t in [from, bound) with
-  // t + d <= until.
-  bool HasWholeWindow(const Pool& p, uint32_t local, int64_t from, int64_t d, int64_t until,
-                      int64_t bound) {
-    const Brief& b = p.brief[local];
-    const int64_t last = std::min(until - d, bound - 1);
-    if (b.nfuture == 0) return std::max(from, b.busy_all) <= last;
-    if (b.nfuture == 1) {
-      return std::max(from, b.busy_all) <= last ||
-             std::max(from, b.busy_started) <= std::min(last, b.future_start - d);
-    }
-    windows.clear();
-    WholeWindows(nodes[p.nodes[local]], from, d, until, bound, &windows);
-    return !windows.empty();
   }
 
   // WholeWindows for a node of a pool, from its brief when that says enough.
