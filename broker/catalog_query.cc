@@ -131,7 +131,7 @@ absl::StatusOr<CatalogQuery> ParseCatalogQuery(absl::string_view text) {
     // OP
     const size_t op_at = i;
     QueryTerm term;
-    term.field = std::string(name);
+    term.field.assign(name.data(), name.size());
     auto starts = [&](absl::string_view tok) { return text.substr(i, tok.size()) == tok; };
     if (starts("!=")) {
       term.op = QueryOp::kNe, i += 2;

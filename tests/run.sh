@@ -37,4 +37,14 @@ if [ "${SUANLI_SKIP_SANITIZE:-0}" != "1" ]; then
     ctest --test-dir build-asan --output-on-failure -j "$JOBS"
 fi
 
+step "fuzzing (bounded)"
+# libFuzzer targets under ASan+UBSan, each for a fixed number of inputs from the kept corpus.
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DSUANLI_SANITIZE=ON -DSUANLI_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j "$JOBS" --target catalog_query_fuzz
+fuzz_out=$(mktemp -d)
+trap 'rm -rf "$fuzz_out"' EXIT
+./build-fuzz/bin/catalog_query_fuzz -runs="${SUANLI_FUZZ_RUNS:-2000000}" -max_len=256 \
+  -print_final_stats=1 "$fuzz_out" tests/fuzz/corpus/catalog_query 2>&1 | tail -n 4
+
 step "all tests passed"

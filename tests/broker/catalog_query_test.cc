@@ -33,7 +33,7 @@ std::string Error(const std::string& query) {
   absl::StatusOr<CatalogQuery> q = ParseCatalogQuery(query);
   EXPECT_FALSE(q.ok()) << query;
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument) << query;
-  return std::string(q.status().message());
+  return {q.status().message().data(), q.status().message().size()};
 }
 
 TEST(CatalogQuery, TheDocumentedExampleMatches) {
