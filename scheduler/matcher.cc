@@ -480,6 +480,12 @@ struct Matcher::State {
 
   void AdvanceTo(int64_t t) {
     if (t <= now) return;
+    RunTimeline(t);
+    now = t;
+  }
+
+  // Applies every timeline event due by t, in time order.
+  void RunTimeline(int64_t t) {
     // Time moves event by event so that each change sees the calendar as of its own instant.
     while (!timeline.empty() && timeline.top().t <= t) {
       const TimeEv ev = timeline.top();
@@ -507,7 +513,6 @@ struct Matcher::State {
           break;
       }
     }
-    now = t;
   }
 
   void Activate(LiveRec& rec) {
@@ -1935,6 +1940,7 @@ absl::StatusOr<Decision> Matcher::Hold(const Request& request, absl::Duration tt
   Allocation a = s.MakeAllocation(c, pick, id, request.buyer);
   a.state = AllocationState::kHeld;
   a.hold_expires = FromUs(s.now + Us(ttl));
+  a.held_end = FromUs(held.e);
   LiveRec& rec = s.Commit(std::move(a), pick, held.s, held.e);
   rec.a.state = AllocationState::kHeld;
   rec.padded = c.start_now;
@@ -1980,6 +1986,7 @@ absl::StatusOr<Allocation> Matcher::Redeem(AllocationId hold_id, absl::string_vi
   }
   rec.a.state = rec.activated ? AllocationState::kActive : AllocationState::kReserved;
   rec.a.hold_expires = absl::InfinitePast();
+  rec.a.held_end = absl::InfinitePast();
   rec.hold_until = 0;
   rec.padded = false;
   s.events.push_back({hold_id, rec.a.state, EndReason::kRedeemed, FromUs(s.now)});
@@ -2052,6 +2059,100 @@ absl::StatusOr<Allocation> Matcher::Extend(AllocationId id, absl::Time new_end_t
   return rec.a;
 }
 
+absl::StatusOr<Allocation> Matcher::Restore(const RestoreSpec& spec, absl::Time now_t) {
+  State& s = *s_;
+  s.AdvanceTo(Us(now_t));
+  if (spec.id == 0) return absl::InvalidArgumentError("restore: allocation id 0");
+  if (s.live.contains(spec.id)) {
+    return absl::AlreadyExistsError(absl::StrCat("restore: allocation ", spec.id, " is live"));
+  }
+  const bool held = spec.state == AllocationState::kHeld;
+  if (!held && spec.state != AllocationState::kReserved && spec.state != AllocationState::kActive) {
+    return absl::InvalidArgumentError("restore: only held, reserved or active allocations");
+  }
+  const int64_t start = Us(spec.start), end = Us(spec.end);
+  const int64_t e = held ? Us(spec.held_end) : end;
+  if (start >= end || e < end) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("restore: allocation ", spec.id, " has an empty or inverted interval"));
+  }
+  if (spec.slices.empty()) return absl::InvalidArgumentError("restore: no slices");
+  Pick pick;
+  for (const RestoreSpec::Part& part : spec.slices) {
+    auto nit = s.node_by_id.find(part.node_id);
+    if (nit == s.node_by_id.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("restore: allocation ", spec.id, ": node '", part.node_id, "' is gone"));
+    }
+    const NodeRec& n = s.nodes[nit->second];
+    if (part.gpus < 1 || part.gpus > n.cap) {
+      return absl::InvalidArgumentError(absl::StrCat("restore: allocation ", spec.id, ": ",
+                                                     part.gpus, " GPUs on node '", n.id, "'"));
+    }
+    // The offer it was sold under: one that covers the interval at the slice's price; a live
+    // one if there is one, else a withdrawn one (what was sold under it stays sold).
+    PoolIndex pool = 0;
+    bool covered = false, live_offer = false;
+    for (uint32_t oi : n.offers) {
+      const OfferRec& o = s.offers[oi];
+      if (o.from > start || e > o.until || o.price != part.price_per_gpu_hour) continue;
+      if (!part.offer_id.empty() && o.id != part.offer_id) continue;
+      if (covered && (live_offer || o.withdrawn)) continue;
+      for (PoolIndex pi : o.pools) {
+        const Pool& p = s.pools[pi];
+        if (std::binary_search(p.nodes.begin(), p.nodes.end(), nit->second)) {
+          pool = pi;
+          covered = true;
+          live_offer = !o.withdrawn;
+        }
+      }
+    }
+    if (!covered) {
+      return absl::FailedPreconditionError(absl::StrCat("restore: allocation ", spec.id,
+                                                        ": no offer on node '", n.id,
+                                                        "' covers its interval at its price"));
+    }
+    if (s.FreeOver(n, start, e) < part.gpus) {
+      return absl::FailedPreconditionError(absl::StrCat("restore: allocation ", spec.id, ": node '",
+                                                        n.id, "' has not enough GPUs free"));
+    }
+    pick.takes.push_back({nit->second, part.gpus, pool, part.price_per_gpu_hour});
+    pick.rate += int64_t{part.gpus} * part.price_per_gpu_hour;
+  }
+  std::sort(pick.takes.begin(), pick.takes.end(),
+            [](const Take& a, const Take& b) { return a.node < b.node; });
+  for (size_t i = 1; i < pick.takes.size(); ++i) {
+    if (pick.takes[i].node == pick.takes[i - 1].node) {
+      return absl::InvalidArgumentError("restore: two slices on one node");
+    }
+  }
+  pick.ok = true;
+  Allocation a;
+  a.id = spec.id;
+  a.buyer = spec.buyer;
+  for (const Take& t : pick.takes) a.slices.push_back({t.node, t.gpus, t.price});
+  a.start = spec.start;
+  a.end = spec.end;
+  a.total_price = PriceFor(pick.rate, spec.end - spec.start);
+  a.state = held ? AllocationState::kHeld
+                 : (start <= s.now ? AllocationState::kActive : AllocationState::kReserved);
+  if (held) {
+    a.hold_expires = spec.hold_expires;
+    a.held_end = spec.held_end;
+  }
+  LiveRec& rec = s.Commit(std::move(a), pick, start, e);
+  if (held) {
+    rec.hold_until = Us(spec.hold_expires);
+    rec.padded = e > end;
+    s.timeline.push({rec.hold_until, EvKind::kHoldLapse, spec.id});
+  }
+  s.next_id = std::max(s.next_id, spec.id + 1);
+  const Allocation restored = rec.a;
+  // What has ended while the broker was down ends now.
+  s.RunTimeline(s.now);
+  return restored;
+}
+
 void Matcher::Advance(absl::Time now_t) { s_->AdvanceTo(Us(now_t)); }
 
 std::vector<AllocationEvent> Matcher::TakeEvents() {
@@ -2066,6 +2167,12 @@ const Allocation* Matcher::Find(AllocationId id) const {
 }
 
 const std::string& Matcher::NodeId(NodeIndex node) const { return s_->nodes.at(node).id; }
+
+const std::string* Matcher::SliceOfferId(AllocationId id, size_t i) const {
+  auto it = s_->live.find(id);
+  if (it == s_->live.end() || i >= it->second.slice_pool.size()) return nullptr;
+  return &s_->offers[s_->pools[it->second.slice_pool[i]].offer].id;
+}
 
 MarketTotals Matcher::Totals() const {
   MarketTotals t;

@@ -130,6 +130,20 @@ class Matcher {
   // otherwise, with the reason. INVALID_ARGUMENT when new_end is not after the current end.
   absl::StatusOr<Allocation> Extend(AllocationId id, absl::Time new_end, absl::Time now);
 
+  // ---- Restart.
+
+  // Puts back a live allocation or hold exactly as it was sold: same id, nodes, GPUs, prices,
+  // interval and state, for rebuilding the market after a restart. Capacity must be rebuilt
+  // first, by replaying its calls in their order (withdrawn offers included: an allocation sold
+  // under an offer withdrawn since is restored under it). Ids restored here are never handed out
+  // again. The operator recency tie-break starts again from the order of the restores.
+  // Returns the allocation as restored. ALREADY_EXISTS for a live id; INVALID_ARGUMENT for a
+  // malformed spec; FAILED_PRECONDITION when a node is gone, no offer at the slice's price
+  // covers the interval, or the node has not enough GPUs free over it. Changes nothing on error.
+  // An allocation whose end (or hold) has passed by `now` is restored and ended at once, with
+  // its event, as if time had passed with the broker up.
+  absl::StatusOr<Allocation> Restore(const RestoreSpec& spec, absl::Time now);
+
   // ---- Time.
 
   // Moves time to `now`: reserved allocations whose start has come become active, allocations
@@ -145,6 +159,8 @@ class Matcher {
   const Allocation* Find(AllocationId id) const;
   // The registered id of a node index from a slice.
   const std::string& NodeId(NodeIndex node) const;
+  // The id of the offer slice `i` of live allocation `id` was sold under, or nullptr.
+  const std::string* SliceOfferId(AllocationId id, size_t i) const;
   MarketTotals Totals() const;
   absl::Time now() const;
   // Checks every invariant from scratch (no node oversold at any instant, indexes consistent with

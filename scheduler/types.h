@@ -133,7 +133,30 @@ struct Allocation {
   AllocationState state = AllocationState::kActive;
   EndReason end_reason = EndReason::kNone;
   absl::Time hold_expires;  // kHeld only: when the binding quote lapses
+  // kHeld only: the end of the interval held; a start-now hold is held past `end` by its ttl so
+  // that a redeem at any time within the ttl gets the full duration.
+  absl::Time held_end;
   int32_t gpus() const;
+};
+
+// A live allocation or hold as a store keeps it, to put back after a restart (Matcher::Restore).
+struct RestoreSpec {
+  struct Part {
+    std::string node_id;
+    int32_t gpus = 0;
+    Micros price_per_gpu_hour = 0;
+    // The offer it was sold under (Matcher::SliceOfferId); when empty, an offer covering the
+    // interval at the price, preferring a live one.
+    std::string offer_id;
+  };
+  AllocationId id = 0;
+  std::string buyer;
+  std::vector<Part> slices;
+  absl::Time start;
+  absl::Time end;
+  AllocationState state = AllocationState::kActive;  // kHeld, kReserved or kActive
+  absl::Time hold_expires;                           // kHeld
+  absl::Time held_end;                               // kHeld
 };
 
 // Why a request was not granted.

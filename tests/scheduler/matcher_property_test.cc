@@ -8,7 +8,9 @@
 //     reference's own count).
 // Seeds are printed on failure; SUANLI_PROPERTY_SEED=N replays one seed.
 #include <cstdlib>
+#include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -53,7 +55,8 @@ class Driver {
       cs.region = kRegions[Uniform(0, 1 + (c % 2))];
       cs.type = static_cast<CenterType>(Uniform(0, 2));
       if (Chance(0.4)) cs.tags.push_back(kTags[Uniform(0, 1)]);
-      ASSERT_TRUE(m_.AddCenter(cs).ok());
+      ASSERT_TRUE(m_->AddCenter(cs).ok());
+      capacity_log_.push_back([cs](Matcher& m) { return m.AddCenter(cs); });
       ref_.AddCenter(cs);
       const int domains = Uniform(1, 3);
       for (int d = 0; d < domains; ++d) {
@@ -62,7 +65,8 @@ class Driver {
         ds.id = absl::StrCat("d", d);
         ds.fabric = static_cast<Fabric>(Uniform(0, 3));
         ds.gbps = 100;
-        ASSERT_TRUE(m_.AddDomain(ds).ok());
+        ASSERT_TRUE(m_->AddDomain(ds).ok());
+        capacity_log_.push_back([ds](Matcher& m) { return m.AddDomain(ds); });
         ref_.AddDomain(ds);
         const int nodes = Uniform(2, 5);
         const std::string& model = kModels[Uniform(0, 2)];
@@ -77,7 +81,8 @@ class Driver {
           ns.gpus = kCaps[Uniform(0, 4)];
           batch.push_back(ns);
         }
-        ASSERT_TRUE(m_.AddNodes(batch).ok());
+        ASSERT_TRUE(m_->AddNodes(batch).ok());
+        capacity_log_.push_back([batch](Matcher& m) { return m.AddNodes(batch); });
         for (const NodeSpec& ns : batch) {
           ref_.AddNode(ns);
           node_ids_.push_back(ns.id);
@@ -102,7 +107,8 @@ class Driver {
     o.until = At(now_ + kHour * Uniform(100, 2000));
     o.price_per_gpu_hour = kMicrosPerUnit * Uniform(8, 14);
     o.whole_node_only = Chance(0.1);
-    ASSERT_TRUE(m_.AddOffer(o, At(now_)).ok());
+    ASSERT_TRUE(m_->AddOffer(o, At(now_)).ok());
+    LogOffer(o);
     ref_.AddOffer(o);
     offer_ids_.push_back(o.id);
   }
@@ -129,7 +135,7 @@ class Driver {
     o.price_per_gpu_hour = kMicrosPerUnit * Uniform(8, 14) + (Chance(0.3) ? 500'000 : 0);
     if (Chance(0.15)) o.min_lease = absl::Hours(Uniform(1, 4));
     o.whole_node_only = Chance(0.15);
-    const absl::Status st = m_.AddOffer(o, At(now_));
+    const absl::Status st = m_->AddOffer(o, At(now_));
     // The reference's view of whether it may be added: some node, none on sale over an overlapping
     // window, not ended.
     bool empty = false;
@@ -140,8 +146,43 @@ class Driver {
       return;
     }
     ASSERT_TRUE(st.ok()) << st << "; seed " << seed_;
+    LogOffer(o);
     ref_.AddOffer(o);
     offer_ids_.push_back(o.id);
+  }
+
+  void LogOffer(const OfferSpec& o) {
+    capacity_log_.push_back([o, t = now_](Matcher& m) { return m.AddOffer(o, At(t)); });
+  }
+
+  // A broker restart: a new Matcher rebuilt from the capacity calls and the live allocations,
+  // as a store would keep them. The reference forgets operator recency the same way.
+  void Restart() {
+    auto fresh = std::make_unique<Matcher>();
+    for (const auto& call : capacity_log_) ASSERT_TRUE(call(*fresh).ok()) << "seed " << seed_;
+    for (const auto& [id, sold] : ref_.sold()) {
+      const Allocation* a = m_->Find(id);
+      ASSERT_NE(a, nullptr);
+      RestoreSpec spec;
+      spec.id = a->id;
+      spec.buyer = a->buyer;
+      for (size_t i = 0; i < a->slices.size(); ++i) {
+        const Slice& sl = a->slices[i];
+        spec.slices.push_back(
+            {m_->NodeId(sl.node), sl.gpus, sl.price_per_gpu_hour, *m_->SliceOfferId(id, i)});
+      }
+      spec.start = a->start;
+      spec.end = a->end;
+      spec.state = a->state;
+      spec.hold_expires = a->hold_expires;
+      spec.held_end = a->held_end;
+      absl::StatusOr<Allocation> r = fresh->Restore(spec, At(now_));
+      ASSERT_TRUE(r.ok()) << r.status() << " seed " << seed_ << " op " << op_;
+    }
+    fresh->Advance(At(now_));
+    m_ = std::move(fresh);
+    ref_.ResetRecency();
+    ++restarts_;
   }
 
   bool OfferOverlaps(const OfferSpec& o, bool* empty) {
@@ -277,7 +318,7 @@ class Driver {
 
   void AdvanceBoth(int64_t to) {
     now_ = std::max(now_, to);
-    m_.Advance(At(now_));
+    m_->Advance(At(now_));
     // The reference forgets what ended: holds that lapsed, sales whose end came.
     std::vector<uint64_t> gone;
     for (const auto& [id, sold] : ref_.sold()) {
@@ -294,7 +335,7 @@ class Driver {
       holds_.erase(id);
     }
     for (const auto& [id, sold] : ref_.sold()) {
-      ASSERT_NE(m_.Find(id), nullptr) << "allocation " << id << " ended early; seed " << seed_;
+      ASSERT_NE(m_->Find(id), nullptr) << "allocation " << id << " ended early; seed " << seed_;
     }
   }
 
@@ -304,11 +345,11 @@ class Driver {
     if (op < 55) {
       const Request r = RandomRequest();
       if (Chance(0.1)) {
-        absl::StatusOr<Decision> q = m_.Quote(r, At(now_));
+        absl::StatusOr<Decision> q = m_->Quote(r, At(now_));
         ASSERT_TRUE(q.ok()) << q.status();
         CheckDecision(r, *q, 0, "quote");
       }
-      absl::StatusOr<Decision> d = m_.Allocate(r, At(now_));
+      absl::StatusOr<Decision> d = m_->Allocate(r, At(now_));
       ASSERT_TRUE(d.ok()) << d.status();
       CheckDecision(r, *d, 0, "allocate");
       if (::testing::Test::HasFatalFailure()) return;
@@ -320,7 +361,7 @@ class Driver {
     } else if (op < 60) {
       const Request r = RandomRequest();
       const int64_t ttl = int64_t{60'000'000} * Uniform(1, 59);
-      absl::StatusOr<Decision> d = m_.Hold(r, absl::Microseconds(ttl), At(now_));
+      absl::StatusOr<Decision> d = m_->Hold(r, absl::Microseconds(ttl), At(now_));
       ASSERT_TRUE(d.ok()) << d.status();
       const bool start_now = !(r.start.has_value() && Us(*r.start) > now_);
       CheckDecision(r, *d, start_now ? ttl : 0, "hold");
@@ -339,10 +380,10 @@ class Driver {
       const uint64_t id = it->first;
       const HoldInfo h = it->second;
       if (Chance(0.2)) {
-        EXPECT_EQ(m_.Redeem(id, "someone-else", At(now_)).status().code(),
+        EXPECT_EQ(m_->Redeem(id, "someone-else", At(now_)).status().code(),
                   absl::StatusCode::kPermissionDenied);
       }
-      absl::StatusOr<Allocation> a = m_.Redeem(id, h.buyer, At(now_));
+      absl::StatusOr<Allocation> a = m_->Redeem(id, h.buyer, At(now_));
       ASSERT_TRUE(a.ok()) << a.status() << " seed " << seed_;
       if (h.start_now) {
         EXPECT_EQ(Us(a->start), now_);
@@ -353,13 +394,13 @@ class Driver {
       hold_until_.erase(id);
       holds_.erase(id);
       live_.push_back(id);
-      EXPECT_EQ(m_.Redeem(id, h.buyer, At(now_)).status().code(), absl::StatusCode::kNotFound);
+      EXPECT_EQ(m_->Redeem(id, h.buyer, At(now_)).status().code(), absl::StatusCode::kNotFound);
     } else if (op < 74) {
       const uint64_t id = PickLive();
       if (id == 0) return;
-      ASSERT_TRUE(m_.Release(id, At(now_)).ok());
+      ASSERT_TRUE(m_->Release(id, At(now_)).ok());
       ref_.End(id);
-      EXPECT_EQ(m_.Release(id, At(now_)).code(), absl::StatusCode::kNotFound);
+      EXPECT_EQ(m_->Release(id, At(now_)).code(), absl::StatusCode::kNotFound);
     } else if (op < 82) {
       const uint64_t id = PickLive();
       if (id == 0) return;
@@ -375,7 +416,7 @@ class Driver {
           can = false;
         }
       }
-      absl::StatusOr<Allocation> a = m_.Extend(id, At(new_end), At(now_));
+      absl::StatusOr<Allocation> a = m_->Extend(id, At(new_end), At(now_));
       ASSERT_EQ(a.ok(), can) << a.status() << " seed " << seed_ << " op " << op_;
       if (a.ok()) ref_.SetInterval(id, sold.start, new_end);
     } else if (op < 90) {
@@ -385,16 +426,23 @@ class Driver {
           static_cast<NodeIndex>(Uniform(0, static_cast<int>(ref_.node_count()) - 1));
       if (ref_.node(n).removed) return;
       const Health h = Chance(0.7) ? Health::kHealthy : static_cast<Health>(Uniform(1, 2));
-      ASSERT_TRUE(m_.SetNodeHealth(node_ids_[n], h).ok());
+      ASSERT_TRUE(m_->SetNodeHealth(node_ids_[n], h).ok());
+      capacity_log_.push_back(
+          [id = node_ids_[n], h](Matcher& m) { return m.SetNodeHealth(id, h); });
       ref_.SetHealth(n, h);
     } else if (op < 97) {
       RandomOffer();
+    } else if (op == 97 && Chance(0.3)) {
+      Restart();
     } else if (op < 98) {
       if (offer_ids_.empty()) return;
       const std::string id = offer_ids_[Uniform(0, static_cast<int>(offer_ids_.size()) - 1)];
       const bool was = ref_.offer(ref_.OfferIndex(id)).withdrawn;
-      const absl::Status st = m_.WithdrawOffer(id, At(now_));
+      const absl::Status st = m_->WithdrawOffer(id, At(now_));
       EXPECT_EQ(st.ok(), !was) << st;
+      if (st.ok()) {
+        capacity_log_.push_back([id, t = now_](Matcher& m) { return m.WithdrawOffer(id, At(t)); });
+      }
       ref_.WithdrawOffer(id);
     } else if (Chance(0.1)) {
       const NodeIndex n =
@@ -404,26 +452,30 @@ class Driver {
       for (const auto& [id, sold] : ref_.sold()) {
         for (const RefTake& t : sold.takes) busy |= t.node == n;
       }
-      const absl::Status st = m_.RemoveNode(node_ids_[n]);
+      const absl::Status st = m_->RemoveNode(node_ids_[n]);
       ASSERT_EQ(st.ok(), !busy) << st;
-      if (st.ok()) ref_.RemoveNode(n);
+      if (st.ok()) {
+        ref_.RemoveNode(n);
+        capacity_log_.push_back([id = node_ids_[n]](Matcher& m) { return m.RemoveNode(id); });
+      }
     }
   }
 
   void CheckInvariants() {
-    const AuditReport rep = m_.Audit();
+    const AuditReport rep = m_->Audit();
     ASSERT_EQ(rep.violations, 0) << "seed " << seed_ << " op " << op_ << ": "
                                  << (rep.problems.empty() ? "" : rep.problems[0]);
     ASSERT_EQ(ref_.Oversold(), 0) << "seed " << seed_;
     for (const auto& [id, sold] : ref_.sold()) {
-      const Allocation* a = m_.Find(id);
+      const Allocation* a = m_->Find(id);
       ASSERT_NE(a, nullptr) << "seed " << seed_;
     }
-    EXPECT_EQ(m_.Totals().live_allocations, static_cast<int64_t>(ref_.sold().size()))
+    EXPECT_EQ(m_->Totals().live_allocations, static_cast<int64_t>(ref_.sold().size()))
         << "seed " << seed_ << " op " << op_;
   }
 
   int64_t decisions() const { return decisions_; }
+  int64_t restarts() const { return restarts_; }
   const std::map<int, int64_t>& reasons() const { return reasons_; }
   int64_t granted() const { return granted_; }
   int64_t ops() const { return op_; }
@@ -450,7 +502,9 @@ class Driver {
   std::mt19937_64 rng_;
   uint64_t seed_;
   int64_t now_ = Us(kT0);
-  Matcher m_;
+  std::unique_ptr<Matcher> m_ = std::make_unique<Matcher>();
+  // Every capacity call that succeeded, in order, to rebuild a Matcher on a restart.
+  std::vector<std::function<absl::Status(Matcher&)>> capacity_log_;
   ReferenceMatcher ref_;
   std::vector<std::string> node_ids_, node_center_, offer_ids_;
   std::vector<std::pair<std::string, std::string>> domain_keys_;
@@ -458,7 +512,7 @@ class Driver {
   std::map<uint64_t, HoldInfo> holds_;
   std::vector<uint64_t> live_;
   int next_offer_ = 0;
-  int64_t op_ = 0, decisions_ = 0, granted_ = 0;
+  int64_t op_ = 0, decisions_ = 0, granted_ = 0, restarts_ = 0;
   std::map<int, int64_t> reasons_;
 };
 
@@ -472,7 +526,7 @@ TEST(MatcherProperty, AgreesWithBruteForceReference) {
   int first = 1, last = 1000 / Scale();
   if (const char* one = std::getenv("SUANLI_PROPERTY_SEED")) first = last = std::atoi(one);
   constexpr int kOpsPerSeed = 1200;
-  int64_t ops = 0, decisions = 0, granted = 0;
+  int64_t ops = 0, decisions = 0, granted = 0, restarts = 0;
   std::map<int, int64_t> reasons;
   for (int seed = first; seed <= last; ++seed) {
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: SUANLI_PROPERTY_SEED=", seed, ")"));
@@ -492,17 +546,19 @@ TEST(MatcherProperty, AgreesWithBruteForceReference) {
     ops += d.ops();
     decisions += d.decisions();
     granted += d.granted();
+    restarts += d.restarts();
     for (const auto& [r, n] : d.reasons()) reasons[r] += n;
   }
-  std::printf("property: %lld operations, %lld decisions compared (%lld granted)\n",
+  std::printf("property: %lld operations, %lld decisions compared (%lld granted), %lld restarts\n",
               static_cast<long long>(ops), static_cast<long long>(decisions),
-              static_cast<long long>(granted));
+              static_cast<long long>(granted), static_cast<long long>(restarts));
   for (const auto& [r, n] : reasons) {
     std::printf("  %-22s %lld\n",
                 r == 0 ? "granted" : RejectReasonName(static_cast<RejectReason>(r)),
                 static_cast<long long>(n));
   }
-  // The run must have exercised every outcome broadly.
+  // The run must have exercised every outcome broadly, and restarts.
+  EXPECT_GT(restarts, 100);
   EXPECT_GT(granted, decisions / 5);
   for (RejectReason r : {RejectReason::kNoMatchingCapacity, RejectReason::kPriceAboveCeiling,
                          RejectReason::kInsufficientCapacity}) {

@@ -582,3 +582,142 @@ TEST(PriceFor, RoundsHalfUpToAMicroUnit) {
 
 }  // namespace
 }  // namespace suanli::scheduler
+
+namespace suanli::scheduler {
+namespace {
+
+// Everything a store would keep of a live allocation, read back from a Matcher.
+RestoreSpec SpecOf(const Matcher& m, const Allocation& a) {
+  RestoreSpec spec;
+  spec.id = a.id;
+  spec.buyer = a.buyer;
+  for (size_t i = 0; i < a.slices.size(); ++i) {
+    const Slice& s = a.slices[i];
+    const std::string* offer = m.SliceOfferId(a.id, i);
+    spec.slices.push_back(
+        {m.NodeId(s.node), s.gpus, s.price_per_gpu_hour, offer == nullptr ? "" : *offer});
+  }
+  spec.start = a.start;
+  spec.end = a.end;
+  spec.state = a.state;
+  spec.hold_expires = a.hold_expires;
+  spec.held_end = a.held_end;
+  return spec;
+}
+
+class RestoreTest : public MatcherTest {
+ protected:
+  // The same capacity as `m_`, in a second Matcher: two centers, one domain each.
+  void Build(Matcher& m) {
+    for (const char* c : {"c1", "c2"}) {
+      ASSERT_TRUE(
+          m.AddCenter({c, std::string("op-") + c, c, "cn-east-2", CenterType::kCarrier, {}}).ok());
+      ASSERT_TRUE(m.AddDomain({c, "d1", Fabric::kInfiniband, 400}).ok());
+      std::vector<NodeSpec> nodes;
+      nodes.reserve(4);
+      for (int i = 0; i < 4; ++i) {
+        nodes.push_back({absl::StrCat(c, "-n", i), c, "d1", "H100-SXM5-80G", 8});
+      }
+      ASSERT_TRUE(m.AddNodes(nodes).ok());
+      OfferSpec o;
+      o.id = absl::StrCat("o-", c);
+      o.center_id = c;
+      o.domain_id = "d1";
+      o.from = kT0;
+      o.until = kT0 + absl::Hours(24 * 30);
+      o.price_per_gpu_hour = (std::string(c) == "c1" ? 10 : 11) * kUnit;
+      ASSERT_TRUE(m.AddOffer(o, kT0).ok());
+    }
+  }
+};
+
+TEST_F(RestoreTest, RebuildsLiveAllocationsAndDecidesAlike) {
+  Build(m_);
+  std::vector<AllocationId> ids;
+  ids.push_back(Must(Ask(3, 0, Locality::kNode)).allocation.id);
+  ids.push_back(Must(Ask(16, 8, Locality::kDomain)).allocation.id);
+  Request later = Ask(8, 8, Locality::kNode, 100, absl::Hours(10));
+  later.start = kT0 + absl::Hours(2);
+  ids.push_back(Must(later).allocation.id);
+  absl::StatusOr<Decision> hold = m_.Hold(Ask(2, 0, Locality::kNode), absl::Minutes(5), kT0);
+  ASSERT_TRUE(hold.ok() && hold->granted);
+  ids.push_back(hold->allocation.id);
+  ASSERT_TRUE(m_.Release(ids[0], kT0).ok());  // ended: not restored
+
+  Matcher fresh;
+  Build(fresh);
+  for (AllocationId id : ids) {
+    const Allocation* a = m_.Find(id);
+    if (a == nullptr) continue;
+    absl::StatusOr<Allocation> r = fresh.Restore(SpecOf(m_, *a), kT0);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->state, a->state);
+    EXPECT_EQ(r->total_price, a->total_price);
+  }
+  EXPECT_EQ(fresh.Audit().violations, 0);
+  EXPECT_EQ(fresh.Totals().sold_gpus_now, m_.Totals().sold_gpus_now);
+  EXPECT_EQ(fresh.Totals().live_allocations, m_.Totals().live_allocations);
+  // The restored hold is still redeemable, and both markets answer new requests alike.
+  EXPECT_TRUE(fresh.Redeem(ids[3], "buyer1", kT0 + absl::Minutes(1)).ok());
+  EXPECT_TRUE(m_.Redeem(ids[3], "buyer1", kT0 + absl::Minutes(1)).ok());
+  for (int gpus : {1, 4, 8, 16, 40}) {
+    const Request r = Ask(gpus, gpus > 8 ? 8 : 0, gpus > 8 ? Locality::kDomain : Locality::kNode);
+    Decision a = Must(r, kT0 + absl::Minutes(1));
+    absl::StatusOr<Decision> b = fresh.Allocate(r, kT0 + absl::Minutes(1));
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(a.granted, b->granted) << gpus;
+    EXPECT_EQ(a.allocation.total_price, b->allocation.total_price) << gpus;
+    EXPECT_EQ(a.rejection.reason, b->rejection.reason) << gpus;
+    EXPECT_EQ(a.rejection.largest_block, b->rejection.largest_block) << gpus;
+    // New ids never reuse restored ones.
+    if (b->granted) {
+      EXPECT_GT(b->allocation.id, ids.back()) << gpus;
+    }
+  }
+  EXPECT_EQ(fresh.Audit().violations, 0);
+}
+
+TEST_F(RestoreTest, RefusesWhatDoesNotFitAndChangesNothing) {
+  Build(m_);
+  Decision whole = Must(Ask(8, 8, Locality::kNode));
+  ASSERT_TRUE(whole.granted);
+  RestoreSpec spec = SpecOf(m_, whole.allocation);
+  spec.id = 999;
+  // The same GPUs again: not free.
+  EXPECT_EQ(m_.Restore(spec, kT0).status().code(), absl::StatusCode::kFailedPrecondition);
+  // A live id.
+  spec = SpecOf(m_, whole.allocation);
+  EXPECT_EQ(m_.Restore(spec, kT0).status().code(), absl::StatusCode::kAlreadyExists);
+  // A node that is gone, a price no offer asks.
+  spec.id = 1000;
+  spec.slices[0].node_id = "ghost";
+  EXPECT_EQ(m_.Restore(spec, kT0).status().code(), absl::StatusCode::kFailedPrecondition);
+  spec.slices[0].node_id = "c1-n3";
+  spec.slices[0].price_per_gpu_hour = 1;
+  EXPECT_EQ(m_.Restore(spec, kT0).status().code(), absl::StatusCode::kFailedPrecondition);
+  spec.slices[0].price_per_gpu_hour = 10 * kUnit;
+  spec.end = spec.start;
+  EXPECT_EQ(m_.Restore(spec, kT0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m_.Totals().live_allocations, 1);
+  EXPECT_EQ(m_.Audit().violations, 0);
+}
+
+TEST_F(RestoreTest, WhatEndedWhileDownEndsAtOnce) {
+  Build(m_);
+  Decision d = Must(Ask(8, 8, Locality::kNode, 100, absl::Hours(1)));
+  ASSERT_TRUE(d.granted);
+  Matcher fresh;
+  Build(fresh);
+  fresh.TakeEvents();
+  absl::StatusOr<Allocation> r = fresh.Restore(SpecOf(m_, d.allocation), kT0 + absl::Hours(2));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(fresh.Find(d.allocation.id), nullptr);
+  const std::vector<AllocationEvent> ev = fresh.TakeEvents();
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back().reason, EndReason::kExpired);
+  EXPECT_EQ(ev.back().at, kT0 + absl::Hours(1));
+  EXPECT_EQ(fresh.Totals().sold_gpus_now, 0);
+}
+
+}  // namespace
+}  // namespace suanli::scheduler

@@ -344,6 +344,17 @@ void ReferenceMatcher::RecordSale(uint64_t id, int64_t start, int64_t end,
   ++sale_seq_;
 }
 
+void ReferenceMatcher::ResetRecency() {
+  for (auto& [op, seq] : op_last_sale_) seq = 0;
+  sale_seq_ = 0;
+  for (const auto& [id, sold] : sold_) {
+    for (const RefTake& t : sold.takes) {
+      op_last_sale_[centers_[domains_[nodes_[t.node].domain].center].op] = sale_seq_ + 1;
+    }
+    ++sale_seq_;
+  }
+}
+
 void ReferenceMatcher::SetInterval(uint64_t id, int64_t start, int64_t end) {
   sold_[id].start = start;
   sold_[id].end = end;

@@ -100,6 +100,9 @@ class ReferenceMatcher {
   void End(uint64_t id) { sold_.erase(id); }
   void SetInterval(uint64_t id, int64_t start, int64_t end);
   void Unhold(uint64_t id) { sold_[id].held = false; }
+  // After a restart the Matcher knows the operators' recency only from the restored
+  // allocations, restored in id order: do the same.
+  void ResetRecency();
 
   // Number of (node, instant) pairs where more GPUs are sold than the node has.
   int64_t Oversold() const;
