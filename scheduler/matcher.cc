@@ -21,6 +21,11 @@ using PoolIndex = uint32_t;
 constexpr int kMaxGpusPerNode = 16;
 constexpr int32_t kMaxRequestGpus = 1 << 20;
 constexpr int kMaxEarliestCandidates = 64;
+// How far ahead anything may be sold or offered; keeps every sum of times inside int64.
+const absl::Duration kHorizon = absl::Hours(24 * 3653);
+// The highest ask and ceiling, per GPU-hour: 1,000 currency units. With it the price of any
+// allocation (at most 2^20 GPUs for 366 days) fits in int64 micro-units.
+constexpr Micros kMaxPrice = 1'000 * kMicrosPerUnit;
 constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
 
 int64_t Us(absl::Time t) { return absl::ToUnixMicros(t); }
@@ -438,8 +443,9 @@ struct Matcher::State {
   void BeginBatch() { batching = true; }
   void EndBatch() {
     batching = false;
-    std::sort(pending.begin(), pending.end(),
-              [](const ListMove& a, const ListMove& b) { return a.list < b.list; });
+    std::sort(pending.begin(), pending.end(), [](const ListMove& a, const ListMove& b) {
+      return std::less<const void*>()(a.list, b.list);
+    });
     for (size_t i = 0; i < pending.size();) {
       size_t j = i;
       while (j < pending.size() && pending[j].list == pending[i].list) ++j;
@@ -504,8 +510,11 @@ struct Matcher::State {
           }
           break;
         case EvKind::kEnd:
-          if (rec.end != ev.t || rec.a.state == AllocationState::kHeld) break;
-          Finish(it, EndReason::kExpired, ev.t);
+          if (rec.end != ev.t) break;
+          // A hold whose interval is over before its ttl lapses with it.
+          Finish(it,
+                 rec.a.state == AllocationState::kHeld ? EndReason::kLapsed : EndReason::kExpired,
+                 ev.t);
           break;
         case EvKind::kHoldLapse:
           if (rec.a.state != AllocationState::kHeld || rec.hold_until != ev.t) break;
@@ -585,8 +594,9 @@ struct Matcher::State {
     if (r.duration <= absl::ZeroDuration() || r.duration > absl::Hours(24 * 366)) {
       return absl::InvalidArgumentError("duration must be more than 0 and at most 366 days");
     }
-    if (r.max_price_per_gpu_hour <= 0) {
-      return absl::InvalidArgumentError("max_price_per_gpu_hour must be more than 0");
+    if (r.max_price_per_gpu_hour <= 0 || r.max_price_per_gpu_hour > kMaxPrice) {
+      return absl::InvalidArgumentError(
+          "max_price_per_gpu_hour must be more than 0 and at most 1,000 currency units");
     }
     c->models.clear();
     c->model_mask = 0;
@@ -636,7 +646,12 @@ struct Matcher::State {
     }
     c->ceiling = r.max_price_per_gpu_hour;
     c->s = now;
-    if (r.start.has_value() && Us(*r.start) > now) c->s = Us(*r.start);
+    if (r.start.has_value() && *r.start > FromUs(now)) {
+      if (*r.start - FromUs(now) > kHorizon) {
+        return absl::InvalidArgumentError("start must be within 10 years from now");
+      }
+      c->s = Us(*r.start);
+    }
     c->start_now = c->s <= now;
     c->d = Us(r.duration);
     c->e = c->s + c->d;
@@ -1259,7 +1274,9 @@ struct Matcher::State {
   std::optional<int64_t> EarliestStart(const Compiled& c) {
     // The statically matching pools (price included, window not), by group.
     const bool grouped = c.locality == Locality::kDomain || c.locality == Locality::kCenter;
-    if (group_lists.size() < domains.size() + 1) group_lists.resize(domains.size() + 1);
+    // Groups are domains or centers (or the one market group 0).
+    const size_t groups_needed = std::max(domains.size(), centers.size()) + 1;
+    if (group_lists.size() < groups_needed) group_lists.resize(groups_needed);
     for (uint32_t g : touched) group_lists[g].clear();
     touched.clear();
     auto consider = [&](PoolIndex pi) {
@@ -1724,8 +1741,15 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
   if (s.offer_by_id.contains(spec.id)) {
     return absl::AlreadyExistsError(absl::StrCat("offer '", spec.id, "' already exists"));
   }
-  if (spec.price_per_gpu_hour <= 0) {
-    return absl::InvalidArgumentError("offer price_per_gpu_hour must be more than 0");
+  if (spec.price_per_gpu_hour <= 0 || spec.price_per_gpu_hour > kMaxPrice) {
+    return absl::InvalidArgumentError(
+        "offer price_per_gpu_hour must be more than 0 and at most 1,000 currency units");
+  }
+  if (spec.until - now_t > kHorizon || now_t - spec.from > kHorizon) {
+    return absl::InvalidArgumentError("an offer's window must lie within 10 years of now");
+  }
+  if (spec.min_lease > kHorizon) {
+    return absl::InvalidArgumentError("an offer's min_lease must be at most 10 years");
   }
   if (spec.min_lease < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("offer min_lease must not be negative");
@@ -1932,7 +1956,10 @@ absl::StatusOr<Decision> Matcher::Hold(const Request& request, absl::Duration tt
   Decision d;
   Pick pick = s.Match(held, true);
   if (!pick.ok) {
-    d.rejection = s.Explain(c);
+    // The hints are for what the hold would hold: the interval with the ttl added.
+    Compiled padded = held;
+    padded.d = held.e - held.s;
+    d.rejection = s.Explain(padded);
     return d;
   }
   d.granted = true;
@@ -2075,6 +2102,15 @@ absl::StatusOr<Allocation> Matcher::Restore(const RestoreSpec& spec, absl::Time 
   if (start >= end || e < end) {
     return absl::InvalidArgumentError(
         absl::StrCat("restore: allocation ", spec.id, " has an empty or inverted interval"));
+  }
+  if (held && e > end && start > s.now) {
+    // Only a start-now hold is held past its end, and it started when it was made.
+    return absl::InvalidArgumentError(
+        absl::StrCat("restore: hold ", spec.id, " is held past its end but starts in the future"));
+  }
+  if (spec.end - spec.start > absl::Hours(24 * 366) || spec.start - FromUs(s.now) > kHorizon) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("restore: allocation ", spec.id, " lies beyond the horizon"));
   }
   if (spec.slices.empty()) return absl::InvalidArgumentError("restore: no slices");
   Pick pick;

@@ -249,6 +249,11 @@ class Driver {
     r.max_price_per_gpu_hour = kMicrosPerUnit * Uniform(8, 16);
     if (Chance(0.3)) r.start = At(now_ + kHour * Uniform(1, 24));
     r.duration = absl::Hours(Uniform(1, 8));
+    if (Chance(0.05)) {
+      // Minutes, so that holds can end before they lapse.
+      r.start = At(now_ + int64_t{60'000'000} * Uniform(1, 40));
+      r.duration = absl::Minutes(Uniform(1, 40));
+    }
     return r;
   }
 
@@ -287,20 +292,21 @@ class Driver {
       EXPECT_EQ(rate, best.key.rate) << ctx;
       return;
     }
+    // The hints describe what was asked: for a start-now hold, the interval with its ttl.
     const Rejection& rj = d.rejection;
-    if (!ref_.AnyStaticMatch(r, now_)) {
+    if (!ref_.AnyStaticMatch(asked, now_)) {
       EXPECT_EQ(rj.reason, RejectReason::kNoMatchingCapacity) << ctx;
       return;
     }
-    EXPECT_EQ(rj.largest_block, ref_.LargestBlock(r, s)) << ctx;
-    const std::optional<Micros> ceiling = ref_.MinCeiling(r, s);
+    EXPECT_EQ(rj.largest_block, ref_.LargestBlock(asked, s)) << ctx;
+    const std::optional<Micros> ceiling = ref_.MinCeiling(asked, s);
     if (ceiling.has_value()) {
       EXPECT_EQ(rj.reason, RejectReason::kPriceAboveCeiling) << ctx;
       EXPECT_EQ(rj.min_ceiling, ceiling) << ctx;
       return;
     }
     EXPECT_EQ(rj.reason, RejectReason::kInsufficientCapacity) << ctx;
-    const std::optional<int64_t> earliest = ref_.EarliestStart(r, s);
+    const std::optional<int64_t> earliest = ref_.EarliestStart(asked, s);
     ASSERT_EQ(rj.earliest_start.has_value(), earliest.has_value()) << ctx;
     if (earliest.has_value()) {
       EXPECT_EQ(Us(*rj.earliest_start), *earliest) << ctx;
@@ -324,7 +330,8 @@ class Driver {
     for (const auto& [id, sold] : ref_.sold()) {
       auto h = hold_until_.find(id);
       if (h != hold_until_.end()) {
-        if (h->second <= now_) gone.push_back(id);
+        // A hold lapses at its expiry, or at the end of what it holds if that comes first.
+        if (h->second <= now_ || sold.end <= now_) gone.push_back(id);
       } else if (sold.end <= now_) {
         gone.push_back(id);
       }

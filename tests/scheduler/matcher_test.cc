@@ -698,6 +698,13 @@ TEST_F(RestoreTest, RefusesWhatDoesNotFitAndChangesNothing) {
   spec.slices[0].price_per_gpu_hour = 10 * kUnit;
   spec.end = spec.start;
   EXPECT_EQ(m_.Restore(spec, kT0).status().code(), absl::StatusCode::kInvalidArgument);
+  // A hold held past its end must have started: only start-now holds are.
+  spec.state = AllocationState::kHeld;
+  spec.start = kT0 + absl::Hours(1);
+  spec.end = kT0 + absl::Hours(2);
+  spec.held_end = kT0 + absl::Hours(3);
+  spec.hold_expires = kT0 + absl::Minutes(30);
+  EXPECT_EQ(m_.Restore(spec, kT0).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m_.Totals().live_allocations, 1);
   EXPECT_EQ(m_.Audit().violations, 0);
 }
@@ -717,6 +724,66 @@ TEST_F(RestoreTest, WhatEndedWhileDownEndsAtOnce) {
   EXPECT_EQ(ev.back().reason, EndReason::kExpired);
   EXPECT_EQ(ev.back().at, kT0 + absl::Hours(1));
   EXPECT_EQ(fresh.Totals().sold_gpus_now, 0);
+}
+
+}  // namespace
+}  // namespace suanli::scheduler
+
+namespace suanli::scheduler {
+namespace {
+
+TEST_F(MatcherTest, HoldWhoseIntervalEndsBeforeItsTtlLapsesAtTheEnd) {
+  SmallMarket(1);
+  Request r = Ask(8, 8, Locality::kNode, 100, absl::Minutes(5));
+  r.start = kT0 + absl::Minutes(10);
+  absl::StatusOr<Decision> h = m_.Hold(r, absl::Minutes(60), kT0);
+  ASSERT_TRUE(h.ok() && h->granted);
+  m_.TakeEvents();
+  m_.Advance(kT0 + absl::Minutes(20));
+  EXPECT_EQ(m_.Find(h->allocation.id), nullptr);
+  const std::vector<AllocationEvent> ev = m_.TakeEvents();
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back().reason, EndReason::kLapsed);
+  EXPECT_EQ(ev.back().at, kT0 + absl::Minutes(15));
+  EXPECT_EQ(m_.Redeem(h->allocation.id, "buyer1", kT0 + absl::Minutes(21)).status().code(),
+            absl::StatusCode::kNotFound);
+  ExpectClean();
+  EXPECT_TRUE(Must(Ask(8, 8, Locality::kNode), kT0 + absl::Minutes(21)).granted);
+}
+
+TEST_F(MatcherTest, CenterHintsWorkWithMoreCentersThanDomains) {
+  for (int i = 0; i < 6; ++i) Center(absl::StrCat("c", i));
+  Domain("c5", "d1");
+  Nodes("c5", "d1", 1);
+  Offer("o1", "c5", "d1", 10);
+  Decision d = Must(Ask(16, 0, Locality::kCenter));
+  EXPECT_FALSE(d.granted);
+  EXPECT_EQ(d.rejection.reason, RejectReason::kInsufficientCapacity);
+  EXPECT_EQ(d.rejection.largest_block, 8);
+  ExpectClean();
+}
+
+TEST_F(MatcherTest, TimesAndPricesBeyondTheLimitsAreRefused) {
+  SmallMarket(1);
+  Request far = Ask(1, 0, Locality::kNode);
+  far.start = absl::InfiniteFuture();
+  EXPECT_EQ(m_.Allocate(far, kT0).status().code(), absl::StatusCode::kInvalidArgument);
+  far.start = kT0 + absl::Hours(24 * 365 * 11);
+  EXPECT_EQ(m_.Allocate(far, kT0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m_.Allocate(Ask(1, 0, Locality::kNode, 1'000'001), kT0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  OfferSpec o;
+  o.id = "o-dear";
+  o.center_id = "c1";
+  o.domain_id = "d1";
+  o.from = kT0 + absl::Hours(24 * 40);
+  o.until = kT0 + absl::Hours(24 * 50);
+  o.price_per_gpu_hour = 1'001 * kUnit;
+  EXPECT_EQ(m_.AddOffer(o, kT0).code(), absl::StatusCode::kInvalidArgument);
+  o.price_per_gpu_hour = kUnit;
+  o.until = absl::InfiniteFuture();
+  EXPECT_EQ(m_.AddOffer(o, kT0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m_.Totals().live_allocations, 0);
 }
 
 }  // namespace
