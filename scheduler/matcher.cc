@@ -202,7 +202,8 @@ struct Compiled {
   uint64_t tag_mask = 0;
   bool impossible_tag = false;
   Micros ceiling = 0;
-  int64_t s = 0, e = 0, d = 0;
+  int64_t s = 0, e = 0, d = 0;  // the interval [s, e) and its length
+  int64_t lease = 0;            // what offers' minimum lease is checked against (the duration)
   bool start_now = true;
 };
 
@@ -654,6 +655,7 @@ struct Matcher::State {
     }
     c->start_now = c->s <= now;
     c->d = Us(r.duration);
+    c->lease = c->d;
     c->e = c->s + c->d;
     return absl::OkStatus();
   }
@@ -664,7 +666,7 @@ struct Matcher::State {
     if (c.model_mask != 0 && (c.model_mask & (uint64_t{1} << p.model)) == 0) return false;
     if (check_price && p.price > c.ceiling) return false;
     if (check_window && (p.from > c.s || p.until < c.e)) return false;
-    if (p.min_lease > c.d) return false;
+    if (p.min_lease > c.lease) return false;
     if (c.x > p.cap) return false;
     if (p.whole_only && !(c.fixed && c.x == p.cap)) return false;
     if (p.fabric < c.min_fabric) return false;

@@ -261,9 +261,7 @@ class Driver {
   // reference's reason and hints.
   void CheckDecision(const Request& r, const Decision& d, int64_t extra_end, const char* what) {
     const int64_t s = r.start.has_value() && Us(*r.start) > now_ ? Us(*r.start) : now_;
-    Request asked = r;
-    asked.duration += absl::Microseconds(extra_end);
-    const RefResult best = ref_.Best(asked, s, true);
+    const RefResult best = ref_.Best(r, s, true, 200000, extra_end);
     ++decisions_;
     const std::string ctx = absl::StrCat(what, " seed ", seed_, " op ", op_, " gpus ", r.gpus,
                                          " k ", r.gpus_per_node, " loc ", LocalityName(r.locality));
@@ -294,19 +292,19 @@ class Driver {
     }
     // The hints describe what was asked: for a start-now hold, the interval with its ttl.
     const Rejection& rj = d.rejection;
-    if (!ref_.AnyStaticMatch(asked, now_)) {
+    if (!ref_.AnyStaticMatch(r, now_)) {
       EXPECT_EQ(rj.reason, RejectReason::kNoMatchingCapacity) << ctx;
       return;
     }
-    EXPECT_EQ(rj.largest_block, ref_.LargestBlock(asked, s)) << ctx;
-    const std::optional<Micros> ceiling = ref_.MinCeiling(asked, s);
+    EXPECT_EQ(rj.largest_block, ref_.LargestBlock(r, s, extra_end)) << ctx;
+    const std::optional<Micros> ceiling = ref_.MinCeiling(r, s, extra_end);
     if (ceiling.has_value()) {
       EXPECT_EQ(rj.reason, RejectReason::kPriceAboveCeiling) << ctx;
       EXPECT_EQ(rj.min_ceiling, ceiling) << ctx;
       return;
     }
     EXPECT_EQ(rj.reason, RejectReason::kInsufficientCapacity) << ctx;
-    const std::optional<int64_t> earliest = ref_.EarliestStart(asked, s);
+    const std::optional<int64_t> earliest = ref_.EarliestStart(r, s, extra_end);
     ASSERT_EQ(rj.earliest_start.has_value(), earliest.has_value()) << ctx;
     if (earliest.has_value()) {
       EXPECT_EQ(Us(*rj.earliest_start), *earliest) << ctx;

@@ -788,3 +788,24 @@ TEST_F(MatcherTest, TimesAndPricesBeyondTheLimitsAreRefused) {
 
 }  // namespace
 }  // namespace suanli::scheduler
+
+namespace suanli::scheduler {
+namespace {
+
+TEST_F(MatcherTest, HoldHintsCheckTheLeaseAgainstTheDurationNotTheTtl) {
+  Center("c1");
+  Domain("c1", "d1");
+  Nodes("c1", "d1", 1);
+  Offer("o1", "c1", "d1", 10, absl::Hours(24 * 30), absl::ZeroDuration(), false,
+        /*min_lease=*/absl::Minutes(90));
+  // 60 minutes is shorter than the lease, even though 60 + a 40-minute ttl is not.
+  absl::StatusOr<Decision> h =
+      m_.Hold(Ask(1, 0, Locality::kNode, 20, absl::Minutes(60)), absl::Minutes(40), kT0);
+  ASSERT_TRUE(h.ok());
+  EXPECT_FALSE(h->granted);
+  EXPECT_EQ(h->rejection.reason, RejectReason::kNoMatchingCapacity);
+  EXPECT_FALSE(h->rejection.min_ceiling.has_value());
+}
+
+}  // namespace
+}  // namespace suanli::scheduler

@@ -175,11 +175,11 @@ struct Elig {
 };
 }  // namespace
 
-RefResult ReferenceMatcher::Best(const Request& r, int64_t s, bool check_price,
-                                 int64_t max_subsets) const {
+RefResult ReferenceMatcher::Best(const Request& r, int64_t s, bool check_price, int64_t max_subsets,
+                                 int64_t extra) const {
   const Shape sh = ShapeOf(r);
   const int64_t d = Us(r.duration);
-  const int64_t e = s + d;
+  const int64_t e = s + d + extra;
   std::map<int, std::vector<Elig>> groups;
   for (NodeIndex n = 0; n < nodes_.size(); ++n) {
     if (!NodeStatic(n, r, sh.x, sh.fixed)) continue;
@@ -279,7 +279,8 @@ bool ReferenceMatcher::AnyStaticMatch(const Request& r, int64_t now) const {
   return false;
 }
 
-std::optional<Micros> ReferenceMatcher::MinCeiling(const Request& r, int64_t s) const {
+std::optional<Micros> ReferenceMatcher::MinCeiling(const Request& r, int64_t s,
+                                                   int64_t extra) const {
   std::set<Micros> prices;
   for (const Offer& o : offers_) {
     if (!o.withdrawn) prices.insert(o.price);
@@ -287,14 +288,15 @@ std::optional<Micros> ReferenceMatcher::MinCeiling(const Request& r, int64_t s) 
   for (Micros p : prices) {
     Request q = r;
     q.max_price_per_gpu_hour = p;
-    if (Best(q, s, true, 1).feasible) return p;
+    if (Best(q, s, true, 1, extra).feasible) return p;
   }
   return std::nullopt;
 }
 
-int32_t ReferenceMatcher::LargestBlock(const Request& r, int64_t s) const {
+int32_t ReferenceMatcher::LargestBlock(const Request& r, int64_t s, int64_t extra) const {
   const Shape sh = ShapeOf(r);
   const int64_t d = Us(r.duration);
+  const int64_t e = s + d + extra;
   const bool single = r.locality == Locality::kNode;
   const int x = single ? 1 : sh.x;
   const bool fixed = single ? false : sh.fixed;
@@ -302,12 +304,12 @@ int32_t ReferenceMatcher::LargestBlock(const Request& r, int64_t s) const {
   int64_t best = 0;
   for (NodeIndex n = 0; n < nodes_.size(); ++n) {
     if (!NodeStatic(n, r, x, fixed)) continue;
-    const int o = CoveringOffer(n, s, s + d);
+    const int o = CoveringOffer(n, s, e);
     if (o < 0) continue;
     const Offer& of = offers_[o];
     if (of.min_lease > d || of.price > r.max_price_per_gpu_hour) continue;
     if (of.whole_only && !(fixed && x == nodes_[n].cap)) continue;
-    const int f = FreeOver(n, s, s + d);
+    const int f = FreeOver(n, s, e);
     if (f < x) continue;
     if (single) {
       best = std::max<int64_t>(best, f);
@@ -321,7 +323,8 @@ int32_t ReferenceMatcher::LargestBlock(const Request& r, int64_t s) const {
   return static_cast<int32_t>(std::min<int64_t>(best, r.gpus));
 }
 
-std::optional<int64_t> ReferenceMatcher::EarliestStart(const Request& r, int64_t s) const {
+std::optional<int64_t> ReferenceMatcher::EarliestStart(const Request& r, int64_t s,
+                                                       int64_t extra) const {
   std::set<int64_t> times = {s};
   for (const Offer& o : offers_) {
     if (o.from > s) times.insert(o.from);
@@ -330,7 +333,7 @@ std::optional<int64_t> ReferenceMatcher::EarliestStart(const Request& r, int64_t
     if (sold.end > s) times.insert(sold.end);
   }
   for (int64_t t : times) {
-    if (Best(r, t, true, 1).feasible) return t;
+    if (Best(r, t, true, 1, extra).feasible) return t;
   }
   return std::nullopt;
 }

@@ -88,11 +88,14 @@ class ReferenceMatcher {
   int CoveringOffer(NodeIndex n, int64_t s, int64_t e) const;
 
   // The best allocation for `r` starting at `s` (microseconds), with or without its ceiling.
-  RefResult Best(const Request& r, int64_t s, bool check_price, int64_t max_subsets = 200000) const;
+  // `extra` lengthens the interval held past the duration (a start-now hold's ttl); offers'
+  // minimum lease is still checked against the duration.
+  RefResult Best(const Request& r, int64_t s, bool check_price, int64_t max_subsets = 200000,
+                 int64_t extra = 0) const;
   bool AnyStaticMatch(const Request& r, int64_t now) const;
-  std::optional<Micros> MinCeiling(const Request& r, int64_t s) const;
-  int32_t LargestBlock(const Request& r, int64_t s) const;
-  std::optional<int64_t> EarliestStart(const Request& r, int64_t s) const;
+  std::optional<Micros> MinCeiling(const Request& r, int64_t s, int64_t extra = 0) const;
+  int32_t LargestBlock(const Request& r, int64_t s, int64_t extra = 0) const;
+  std::optional<int64_t> EarliestStart(const Request& r, int64_t s, int64_t extra = 0) const;
 
   // Records what the Matcher sold (after checking it) and the sale's effect on last-sale order.
   void RecordSale(uint64_t id, int64_t start, int64_t end, const std::vector<RefTake>& takes,
