@@ -2206,10 +2206,24 @@ const Allocation* Matcher::Find(AllocationId id) const {
 
 const std::string& Matcher::NodeId(NodeIndex node) const { return s_->nodes.at(node).id; }
 
-const std::string* Matcher::SliceOfferId(AllocationId id, size_t i) const {
+std::optional<RestoreSpec> Matcher::RestoreSpecOf(AllocationId id) const {
   auto it = s_->live.find(id);
-  if (it == s_->live.end() || i >= it->second.slice_pool.size()) return nullptr;
-  return &s_->offers[s_->pools[it->second.slice_pool[i]].offer].id;
+  if (it == s_->live.end()) return std::nullopt;
+  const LiveRec& rec = it->second;
+  RestoreSpec spec;
+  spec.id = rec.a.id;
+  spec.buyer = rec.a.buyer;
+  for (size_t i = 0; i < rec.a.slices.size(); ++i) {
+    const Slice& sl = rec.a.slices[i];
+    spec.slices.push_back({s_->nodes[sl.node].id, sl.gpus, sl.price_per_gpu_hour,
+                           s_->offers[s_->pools[rec.slice_pool[i]].offer].id});
+  }
+  spec.start = rec.a.start;
+  spec.end = rec.a.end;
+  spec.state = rec.a.state;
+  spec.hold_expires = rec.a.hold_expires;
+  spec.held_end = rec.a.held_end;
+  return spec;
 }
 
 MarketTotals Matcher::Totals() const {

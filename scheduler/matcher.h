@@ -59,6 +59,7 @@
 #define SUANLI_SCHEDULER_MATCHER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 #include "absl/strings/string_view.h"
@@ -159,8 +160,9 @@ class Matcher {
   const Allocation* Find(AllocationId id) const;
   // The registered id of a node index from a slice.
   const std::string& NodeId(NodeIndex node) const;
-  // The id of the offer slice `i` of live allocation `id` was sold under, or nullptr.
-  const std::string* SliceOfferId(AllocationId id, size_t i) const;
+  // What a store keeps of a live allocation or hold to Restore it after a restart (node ids and
+  // the offer each slice was sold under included), or nullopt when `id` is not live.
+  std::optional<RestoreSpec> RestoreSpecOf(AllocationId id) const;
   MarketTotals Totals() const;
   absl::Time now() const;
   // Checks every invariant from scratch (no node oversold at any instant, indexes consistent with

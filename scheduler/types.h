@@ -145,7 +145,7 @@ struct RestoreSpec {
     std::string node_id;
     int32_t gpus = 0;
     Micros price_per_gpu_hour = 0;
-    // The offer it was sold under (Matcher::SliceOfferId); when empty, an offer covering the
+    // The offer it was sold under (Matcher::RestoreSpecOf); when empty, an offer covering the
     // interval at the price, preferring a live one.
     std::string offer_id;
   };

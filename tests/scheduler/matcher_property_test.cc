@@ -161,22 +161,9 @@ class Driver {
     auto fresh = std::make_unique<Matcher>();
     for (const auto& call : capacity_log_) ASSERT_TRUE(call(*fresh).ok()) << "seed " << seed_;
     for (const auto& [id, sold] : ref_.sold()) {
-      const Allocation* a = m_->Find(id);
-      ASSERT_NE(a, nullptr);
-      RestoreSpec spec;
-      spec.id = a->id;
-      spec.buyer = a->buyer;
-      for (size_t i = 0; i < a->slices.size(); ++i) {
-        const Slice& sl = a->slices[i];
-        spec.slices.push_back(
-            {m_->NodeId(sl.node), sl.gpus, sl.price_per_gpu_hour, *m_->SliceOfferId(id, i)});
-      }
-      spec.start = a->start;
-      spec.end = a->end;
-      spec.state = a->state;
-      spec.hold_expires = a->hold_expires;
-      spec.held_end = a->held_end;
-      absl::StatusOr<Allocation> r = fresh->Restore(spec, At(now_));
+      const std::optional<RestoreSpec> spec = m_->RestoreSpecOf(id);
+      ASSERT_TRUE(spec.has_value());
+      absl::StatusOr<Allocation> r = fresh->Restore(*spec, At(now_));
       ASSERT_TRUE(r.ok()) << r.status() << " seed " << seed_ << " op " << op_;
     }
     fresh->Advance(At(now_));

@@ -580,29 +580,11 @@ TEST(PriceFor, RoundsHalfUpToAMicroUnit) {
             int64_t{2048} * 28 * 24 * 30 * kUnit);
 }
 
-}  // namespace
-}  // namespace suanli::scheduler
-
-namespace suanli::scheduler {
-namespace {
-
 // Everything a store would keep of a live allocation, read back from a Matcher.
 RestoreSpec SpecOf(const Matcher& m, const Allocation& a) {
-  RestoreSpec spec;
-  spec.id = a.id;
-  spec.buyer = a.buyer;
-  for (size_t i = 0; i < a.slices.size(); ++i) {
-    const Slice& s = a.slices[i];
-    const std::string* offer = m.SliceOfferId(a.id, i);
-    spec.slices.push_back(
-        {m.NodeId(s.node), s.gpus, s.price_per_gpu_hour, offer == nullptr ? "" : *offer});
-  }
-  spec.start = a.start;
-  spec.end = a.end;
-  spec.state = a.state;
-  spec.hold_expires = a.hold_expires;
-  spec.held_end = a.held_end;
-  return spec;
+  std::optional<RestoreSpec> spec = m.RestoreSpecOf(a.id);
+  EXPECT_TRUE(spec.has_value());
+  return spec.value_or(RestoreSpec{});
 }
 
 class RestoreTest : public MatcherTest {
@@ -726,12 +708,6 @@ TEST_F(RestoreTest, WhatEndedWhileDownEndsAtOnce) {
   EXPECT_EQ(fresh.Totals().sold_gpus_now, 0);
 }
 
-}  // namespace
-}  // namespace suanli::scheduler
-
-namespace suanli::scheduler {
-namespace {
-
 TEST_F(MatcherTest, HoldWhoseIntervalEndsBeforeItsTtlLapsesAtTheEnd) {
   SmallMarket(1);
   Request r = Ask(8, 8, Locality::kNode, 100, absl::Minutes(5));
@@ -785,12 +761,6 @@ TEST_F(MatcherTest, TimesAndPricesBeyondTheLimitsAreRefused) {
   EXPECT_EQ(m_.AddOffer(o, kT0).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(m_.Totals().live_allocations, 0);
 }
-
-}  // namespace
-}  // namespace suanli::scheduler
-
-namespace suanli::scheduler {
-namespace {
 
 TEST_F(MatcherTest, HoldHintsCheckTheLeaseAgainstTheDurationNotTheTtl) {
   Center("c1");
