@@ -278,7 +278,6 @@ struct Matcher::State {
   // Scratch space reused across decisions.
   std::vector<Cand> cands;
   std::vector<PoolIndex> group_pools;
-  std::vector<uint32_t> seen_groups;
   uint32_t seen_epoch = 0;
   std::vector<uint32_t> group_seen_mark;
   std::vector<uint64_t> exact_mask;

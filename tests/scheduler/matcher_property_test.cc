@@ -348,7 +348,6 @@ class Driver {
       if (d->granted) {
         const Allocation& a = d->allocation;
         ref_.RecordSale(a.id, Us(a.start), Us(a.end), TakesOf(a, Us(a.start), Us(a.end)), false);
-        live_.push_back(a.id);
       }
     } else if (op < 60) {
       const Request r = RandomRequest();
@@ -385,7 +384,6 @@ class Driver {
       ref_.Unhold(id);
       hold_until_.erase(id);
       holds_.erase(id);
-      live_.push_back(id);
       EXPECT_EQ(m_->Redeem(id, h.buyer, At(now_)).status().code(), absl::StatusCode::kNotFound);
     } else if (op < 74) {
       const uint64_t id = PickLive();
@@ -502,7 +500,6 @@ class Driver {
   std::vector<std::pair<std::string, std::string>> domain_keys_;
   std::map<uint64_t, int64_t> hold_until_;
   std::map<uint64_t, HoldInfo> holds_;
-  std::vector<uint64_t> live_;
   int next_offer_ = 0;
   int64_t op_ = 0, decisions_ = 0, granted_ = 0, restarts_ = 0;
   std::map<int, int64_t> reasons_;
