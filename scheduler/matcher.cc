@@ -2234,6 +2234,48 @@ MarketTotals Matcher::Totals() const {
   return t;
 }
 
+std::vector<CatalogLine> Matcher::Catalog() const {
+  const State& s = *s_;
+  std::vector<CatalogLine> out;
+  for (const Pool& p : s.pools) {
+    const OfferRec& o = s.offers[p.offer];
+    if (p.dead || o.withdrawn || o.until <= s.now) continue;
+    int32_t nodes = 0, free = 0;
+    for (int f = 0; f <= p.cap; ++f) {
+      nodes += p.count[f];
+      free += f * p.count[f];
+    }
+    if (nodes == 0) continue;
+    const DomainRec& d = s.domains[p.domain];
+    CatalogLine line;
+    line.offer_id = o.id;
+    line.center_id = s.centers[p.center].id;
+    line.domain_id = d.id;
+    line.model = std::string(AllGpuModels()[p.model].name);
+    line.gpus_per_node = p.cap;
+    line.nodes = nodes;
+    line.free_gpus = free;
+    line.free_whole_nodes = p.count[p.cap];
+    line.price_per_gpu_hour = o.price;
+    line.from = FromUs(o.from);
+    line.until = FromUs(o.until);
+    line.min_lease = absl::Microseconds(o.min_lease);
+    line.whole_node_only = o.whole_only;
+    out.push_back(std::move(line));
+  }
+  std::sort(out.begin(), out.end(), [](const CatalogLine& a, const CatalogLine& b) {
+    return std::tie(a.price_per_gpu_hour, a.offer_id, a.domain_id, a.model, a.gpus_per_node) <
+           std::tie(b.price_per_gpu_hour, b.offer_id, b.domain_id, b.model, b.gpus_per_node);
+  });
+  return out;
+}
+
+absl::Time Matcher::NextEventTime() const {
+  return s_->timeline.empty() ? absl::InfiniteFuture() : FromUs(s_->timeline.top().t);
+}
+
+void Matcher::ReserveIds(AllocationId next) { s_->next_id = std::max(s_->next_id, next); }
+
 AuditReport Matcher::Audit() const {
   const State& s = *s_;
   AuditReport rep;

@@ -79,6 +79,23 @@ struct MarketTotals {
   int64_t live_allocations = 0;  // held, reserved or active
 };
 
+// Capacity on sale now in one fabric domain under one offer, of one GPU model and node size.
+struct CatalogLine {
+  std::string offer_id;
+  std::string center_id;
+  std::string domain_id;
+  std::string model;
+  int32_t gpus_per_node = 0;
+  int32_t nodes = 0;             // healthy nodes on sale
+  int32_t free_gpus = 0;         // free now on those nodes
+  int32_t free_whole_nodes = 0;  // of them wholly free now
+  Micros price_per_gpu_hour = 0;
+  absl::Time from;
+  absl::Time until;
+  absl::Duration min_lease;
+  bool whole_node_only = false;
+};
+
 // What Audit() found; empty `problems` means every invariant holds.
 struct AuditReport {
   int64_t violations = 0;
@@ -153,6 +170,10 @@ class Matcher {
   // The events since the last call (state changes caused by time passing and by calls), oldest
   // first.
   std::vector<AllocationEvent> TakeEvents();
+  // When the next change caused by time passing (an activation, expiry or lapse) may be due:
+  // never later than the real one, sometimes earlier (Advance then finds nothing to do).
+  // absl::InfiniteFuture() when nothing is pending.
+  absl::Time NextEventTime() const;
 
   // ---- Reading.
 
@@ -164,6 +185,13 @@ class Matcher {
   // the offer each slice was sold under included), or nullopt when `id` is not live.
   std::optional<RestoreSpec> RestoreSpecOf(AllocationId id) const;
   MarketTotals Totals() const;
+  // What is on sale: one line per domain, offer, model and node size, for every offer not
+  // withdrawn whose window has not ended, with at least one healthy node. Ordered by price,
+  // then offer id, domain, model and node size. Linear in the number of such lines.
+  std::vector<CatalogLine> Catalog() const;
+  // Ids below `next` are never handed out, for a restart that knows ids of allocations that have
+  // ended (and so are not restored).
+  void ReserveIds(AllocationId next);
   absl::Time now() const;
   // Checks every invariant from scratch (no node oversold at any instant, indexes consistent with
   // the calendar, live allocations consistent with their slices). Slow; for tests and audits.

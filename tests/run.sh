@@ -41,10 +41,15 @@ step "fuzzing (bounded)"
 # libFuzzer targets under ASan+UBSan, each for a fixed number of inputs from the kept corpus.
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSUANLI_SANITIZE=ON -DSUANLI_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j "$JOBS" --target catalog_query_fuzz
+cmake --build build-fuzz -j "$JOBS" --target catalog_query_fuzz validate_fuzz
 fuzz_out=$(mktemp -d)
 trap 'rm -rf "$fuzz_out"' EXIT
-./build-fuzz/bin/catalog_query_fuzz -runs="${SUANLI_FUZZ_RUNS:-2000000}" -max_len=256 \
-  -print_final_stats=1 "$fuzz_out" tests/fuzz/corpus/catalog_query 2>&1 | tail -n 4
+runs=${SUANLI_FUZZ_RUNS:-2000000}
+for target in catalog_query validate; do
+  mkdir -p "$fuzz_out/$target"
+  echo "-- ${target}_fuzz: $runs inputs"
+  ./build-fuzz/bin/${target}_fuzz -runs="$runs" -max_len=512 -print_final_stats=1 \
+    "$fuzz_out/$target" "tests/fuzz/corpus/$target" 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units)|ERROR|SUMMARY'
+done
 
 step "all tests passed"

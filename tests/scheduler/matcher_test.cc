@@ -779,3 +779,70 @@ TEST_F(MatcherTest, HoldHintsCheckTheLeaseAgainstTheDurationNotTheTtl) {
 
 }  // namespace
 }  // namespace suanli::scheduler
+
+namespace suanli::scheduler {
+namespace {
+
+TEST_F(MatcherTest, CatalogListsWhatIsOnSaleWithFreeGpusNow) {
+  Center("c1");
+  Domain("c1", "ib0");
+  Domain("c1", "ib1");
+  Nodes("c1", "ib0", 3);
+  Nodes("c1", "ib1", 2, 4, "L40S-48G");
+  Offer("o-dear", "c1", "ib0", 30);
+  Offer("o-cheap", "c1", "ib1", 10);
+  ASSERT_TRUE(m_.SetNodeHealth("c1-ib0-2", Health::kDown).ok());
+  ASSERT_TRUE(Must(Ask(5, 0, Locality::kNode)).granted);  // 5 of one 8-GPU node
+
+  std::vector<CatalogLine> lines = m_.Catalog();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].offer_id, "o-cheap");  // cheapest first
+  EXPECT_EQ(lines[0].model, "L40S-48G");
+  EXPECT_EQ(lines[0].gpus_per_node, 4);
+  EXPECT_EQ(lines[0].nodes, 2);
+  EXPECT_EQ(lines[0].free_gpus, 8);
+  EXPECT_EQ(lines[1].offer_id, "o-dear");
+  EXPECT_EQ(lines[1].nodes, 2) << "the down node is not on sale";
+  EXPECT_EQ(lines[1].free_gpus, 8 + 3);
+  EXPECT_EQ(lines[1].free_whole_nodes, 1);
+  EXPECT_EQ(lines[1].price_per_gpu_hour, 30 * kUnit);
+
+  ASSERT_TRUE(m_.WithdrawOffer("o-cheap", kT0).ok());
+  lines = m_.Catalog();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].offer_id, "o-dear");
+  m_.Advance(kT0 + absl::Hours(24 * 31));  // past every window
+  EXPECT_TRUE(m_.Catalog().empty());
+}
+
+TEST_F(MatcherTest, ReservedIdsAreNeverHandedOut) {
+  Center("c1");
+  Domain("c1", "ib0");
+  Nodes("c1", "ib0", 2);
+  Offer("o1", "c1", "ib0", 10);
+  m_.ReserveIds(1000);
+  EXPECT_EQ(Must(Ask(8, 8, Locality::kAny)).allocation.id, 1000u);
+  m_.ReserveIds(10);  // never lowers
+  EXPECT_EQ(Must(Ask(8, 8, Locality::kAny)).allocation.id, 1001u);
+}
+
+TEST_F(MatcherTest, NextEventTimeIsNeverLaterThanTheNextChange) {
+  Center("c1");
+  Domain("c1", "ib0");
+  Nodes("c1", "ib0", 2);
+  Offer("o1", "c1", "ib0", 10);
+  EXPECT_EQ(m_.NextEventTime(), absl::InfiniteFuture());
+  ASSERT_TRUE(Must(Ask(8, 8, Locality::kAny, 100, absl::Hours(2))).granted);
+  Request later = Ask(8, 8, Locality::kAny, 100, absl::Hours(1));
+  later.start = kT0 + absl::Minutes(30);
+  ASSERT_TRUE(Must(later).granted);
+  EXPECT_LE(m_.NextEventTime(), kT0 + absl::Minutes(30));  // the reservation's start
+  m_.Advance(kT0 + absl::Minutes(30));
+  EXPECT_LE(m_.NextEventTime(), kT0 + absl::Minutes(90));  // its end
+  m_.Advance(kT0 + absl::Hours(3));
+  EXPECT_EQ(m_.NextEventTime(), absl::InfiniteFuture());
+  EXPECT_EQ(m_.Totals().live_allocations, 0);
+}
+
+}  // namespace
+}  // namespace suanli::scheduler

@@ -1,0 +1,157 @@
+// The single writer of DESIGN.md §4. Request threads hand the engine commands; one engine thread
+// takes what has queued up as a batch, moves the market's clock (expiries, activations, lapses),
+// applies the commands in order, writes the batch's rows to the store in one transaction, and
+// only then answers the callers. When the commit fails, every caller of the batch gets
+// UNAVAILABLE and the market is rebuilt from the store, so that memory never runs ahead of what
+// is durable. Between batches it publishes a catalog snapshot for searches and hands changed
+// allocations to watchers.
+//
+//   Engine engine(std::move(store), &keys);
+//   absl::StatusOr<std::string> new_admin_key = engine.Start(admin_key);
+//   absl::StatusOr<v1::Allocation> a = engine.Run<v1::Allocation>(
+//       [&](Market& m, absl::Time now, storage::Batch* b) { return m.Allocate(p, req, now, b); });
+//   engine.Stop();  // finishes what is queued, commits it, closes the store
+#ifndef SUANLI_BROKER_ENGINE_H_
+#define SUANLI_BROKER_ENGINE_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "broker/auth.h"
+#include "broker/market.h"
+#include "storage/store.h"
+
+namespace suanli::broker {
+
+// Allocation changes fanned out to watchers (WatchAllocations streams).
+class Hub {
+ public:
+  struct Subscriber {
+    std::string buyer;
+    bool include_ended = false;
+    absl::Mutex mu;
+    std::deque<v1::Allocation> queue ABSL_GUARDED_BY(mu);
+    bool closed ABSL_GUARDED_BY(mu) = false;
+    bool overflowed ABSL_GUARDED_BY(mu) = false;
+  };
+  // Most changes a subscriber may have waiting; past that it is closed as too slow.
+  static constexpr size_t kMaxQueued = 100'000;
+
+  std::shared_ptr<Subscriber> Subscribe(const std::string& buyer, bool include_ended);
+  void Unsubscribe(const std::shared_ptr<Subscriber>& s);
+  void Publish(const std::vector<v1::Allocation>& changed);
+  // Closes every subscriber (shutdown).
+  void CloseAll();
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_set<std::shared_ptr<Subscriber>> subs_ ABSL_GUARDED_BY(mu_);
+};
+
+class Engine {
+ public:
+  struct Options {
+    int max_batch = 4096;  // most commands decided in one batch (one commit)
+    // Searches see capacity at most this old.
+    absl::Duration catalog_refresh = absl::Milliseconds(100);
+  };
+  // What the engine has done since it started.
+  struct Stats {
+    int64_t batches = 0;
+    int64_t commands = 0;
+    int64_t commit_failures = 0;
+  };
+
+  Engine(std::unique_ptr<storage::Store> store, KeyRing* keys, Options options);
+  Engine(std::unique_ptr<storage::Store> store, KeyRing* keys);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Loads the store, makes sure an admin can log in (see Market::Bootstrap) and starts the engine
+  // thread. Returns a newly made admin key to hand to the person starting the broker, or "".
+  absl::StatusOr<std::string> Start(const std::optional<NewKey>& admin_key);
+  // Stops taking commands (they get UNAVAILABLE), decides and commits what is queued, stops the
+  // thread and closes the store. Idempotent.
+  void Stop();
+
+  // Runs `fn` on the engine thread in the next batch and returns its result once the batch is
+  // durable (UNAVAILABLE when the batch could not be committed, or the engine is stopping).
+  // `fn` must change nothing and write no rows when it returns an error.
+  template <typename T>
+  absl::StatusOr<T> Run(std::function<absl::StatusOr<T>(Market&, absl::Time, storage::Batch*)> fn);
+
+  // The latest catalog snapshot (never null after Start).
+  std::shared_ptr<const CatalogSnapshot> Catalog() const;
+  Hub& hub() { return hub_; }
+  Stats stats() const;
+  std::string StoreDescription() const;
+
+ private:
+  struct Command {
+    std::function<bool(Market&, absl::Time, storage::Batch*)> apply;  // true: the call succeeded
+    std::function<void(const absl::Status&)> finish;                  // after the commit
+  };
+
+  bool Enqueue(Command* c);
+  void Loop();
+  // Rebuilds the market from the store after a failed commit, retrying until it works or the
+  // engine stops.
+  void Reload();
+  absl::Status LoadMarket(absl::Time now);
+
+  std::unique_ptr<storage::Store> store_;
+  KeyRing* keys_;
+  Options options_;
+  std::unique_ptr<Market> market_;  // engine thread only (and Start before the thread runs)
+  Hub hub_;
+  absl::Time last_now_ = absl::InfinitePast();
+  absl::Time catalog_built_ = absl::InfinitePast();
+  bool broken_ = false;  // the store could not be reloaded before a stop
+
+  mutable absl::Mutex mu_;
+  std::deque<Command*> queue_ ABSL_GUARDED_BY(mu_);
+  bool accepting_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<const CatalogSnapshot> catalog_ ABSL_GUARDED_BY(mu_);
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+template <typename T>
+absl::StatusOr<T> Engine::Run(
+    std::function<absl::StatusOr<T>(Market&, absl::Time, storage::Batch*)> fn) {
+  std::optional<absl::StatusOr<T>> result;
+  absl::Notification done;
+  Command c;
+  c.apply = [&](Market& m, absl::Time now, storage::Batch* b) {
+    result = fn(m, now, b);
+    return result->ok();
+  };
+  c.finish = [&](const absl::Status& commit) {
+    if (!commit.ok()) result = commit;
+    done.Notify();
+  };
+  if (!Enqueue(&c)) {
+    return absl::UnavailableError("the broker is shutting down; retry against a running broker");
+  }
+  done.WaitForNotification();
+  return *std::move(result);
+}
+
+}  // namespace suanli::broker
+
+#endif  // SUANLI_BROKER_ENGINE_H_

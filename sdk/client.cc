@@ -1,0 +1,299 @@
+#include "sdk/client.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "google/rpc/status.pb.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+#include "grpcpp/support/sync_stream.h"
+
+namespace suanli {
+namespace {
+
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(50);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(2);
+constexpr char kUserAgent[] = "suanli-sdk-cpp/0.1";
+
+absl::Status CheckOptions(const ClientOptions& options) {
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("timeout must be more than 0");
+  }
+  if (options.max_attempts < 1) {
+    return absl::InvalidArgumentError("max_attempts must be at least 1");
+  }
+  const std::string& key = options.api_key;
+  if (!key.empty()) {
+    const bool printable =
+        std::all_of(key.begin(), key.end(), [](char c) { return c > ' ' && c < 0x7f; });
+    if (!printable || !absl::StartsWith(key, "sk_")) {
+      return absl::InvalidArgumentError(
+          "the API key must look like sk_<keyid>_<secret> (printable, no spaces)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read CA file ", path));
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+}  // namespace
+
+std::optional<v1::Rejection> RejectionOf(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kRejectionTypeUrl);
+  if (!payload.has_value()) return std::nullopt;
+  v1::Rejection rejection;
+  if (!rejection.ParseFromString(static_cast<std::string>(*payload))) return std::nullopt;
+  return rejection;
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  absl::Status out(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  if (status.error_details().empty()) return out;
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) return out;
+  for (const google::protobuf::Any& any : details.details()) {
+    if (any.type_url() == kRejectionTypeUrl) {
+      out.SetPayload(kRejectionTypeUrl, absl::Cord(any.value()));
+      break;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  if (options.target.empty()) return absl::InvalidArgumentError("no server address given");
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (options.ca_file.empty()) {
+    credentials = grpc::InsecureChannelCredentials();
+  } else {
+    absl::StatusOr<std::string> pem = ReadFile(options.ca_file);
+    if (!pem.ok()) return pem.status();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = *std::move(pem);
+    credentials = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  args.SetUserAgentPrefix(kUserAgent);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(options.target, credentials, args);
+  return Connect(std::move(channel), std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+    std::shared_ptr<grpc::ChannelInterface> channel, ClientOptions options) {
+  if (channel == nullptr) return absl::InvalidArgumentError("no channel given");
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+  return std::unique_ptr<Client>(new Client(std::move(channel), std::move(options)));
+}
+
+Client::Client(std::shared_ptr<grpc::ChannelInterface> channel, ClientOptions options)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      market_(v1::MarketService::NewStub(channel_)),
+      operator_(v1::OperatorService::NewStub(channel_)),
+      admin_(v1::AdminService::NewStub(channel_)),
+      ops_(v1::OpsService::NewStub(channel_)) {}
+
+std::unique_ptr<grpc::ClientContext> Client::NewContext(bool deadline) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (!options_.api_key.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.api_key));
+  }
+  if (deadline) context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  return context;
+}
+
+void Client::Backoff(int attempt) {
+  absl::Duration backoff = kFirstBackoff;
+  for (int i = 2; i < attempt && backoff < kMaxBackoff; ++i) backoff *= 2;
+  backoff = std::min(backoff, kMaxBackoff);
+  absl::Duration sleep;
+  {
+    absl::MutexLock lock(&random_mu_);
+    sleep = absl::Microseconds(absl::Uniform<int64_t>(
+        random_, absl::ToInt64Microseconds(backoff) / 2, absl::ToInt64Microseconds(backoff) + 1));
+  }
+  absl::SleepFor(sleep);
+}
+
+std::string Client::NewIdempotencyKey() {
+  absl::MutexLock lock(&random_mu_);
+  return absl::StrFormat("sdk-%016x%016x", absl::Uniform<uint64_t>(random_),
+                         absl::Uniform<uint64_t>(random_));
+}
+
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> Client::Call(bool retry_safe, Stub* stub,
+                                      grpc::Status (Stub::*method)(grpc::ClientContext*,
+                                                                   const Request&, Response*),
+                                      const Request& request) {
+  const int attempts = retry_safe ? options_.max_attempts : 1;
+  grpc::Status status;
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    if (attempt > 1) Backoff(attempt);
+    std::unique_ptr<grpc::ClientContext> context = NewContext(/*deadline=*/true);
+    Response response;
+    status = (stub->*method)(context.get(), request, &response);
+    if (status.ok()) return response;
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+  }
+  return FromGrpcStatus(status);
+}
+
+// ---- MarketService ------------------------------------------------------------------------------
+
+absl::StatusOr<v1::PingResponse> Client::Ping(const v1::PingRequest& request) {
+  return Call(true, market_.get(), &v1::MarketService::Stub::Ping, request);
+}
+
+absl::StatusOr<v1::SearchCatalogResponse> Client::SearchCatalog(
+    const v1::SearchCatalogRequest& request) {
+  return Call(true, market_.get(), &v1::MarketService::Stub::SearchCatalog, request);
+}
+
+absl::StatusOr<v1::QuoteResponse> Client::Quote(const v1::QuoteRequest& request) {
+  const bool binding = request.has_hold();
+  return Call(!binding, market_.get(), &v1::MarketService::Stub::Quote, request);
+}
+
+absl::StatusOr<v1::Allocation> Client::Allocate(v1::AllocateRequest request) {
+  if (request.request().idempotency_key().empty()) {
+    request.mutable_request()->set_idempotency_key(NewIdempotencyKey());
+  }
+  return Call(true, market_.get(), &v1::MarketService::Stub::Allocate, request);
+}
+
+absl::StatusOr<v1::Allocation> Client::GetAllocation(const v1::GetAllocationRequest& request) {
+  return Call(true, market_.get(), &v1::MarketService::Stub::GetAllocation, request);
+}
+
+absl::StatusOr<v1::ListAllocationsResponse> Client::ListAllocations(
+    const v1::ListAllocationsRequest& request) {
+  return Call(true, market_.get(), &v1::MarketService::Stub::ListAllocations, request);
+}
+
+absl::StatusOr<v1::Allocation> Client::ExtendAllocation(
+    const v1::ExtendAllocationRequest& request) {
+  const bool to_a_time = request.has_new_end() && !request.has_by();
+  return Call(to_a_time, market_.get(), &v1::MarketService::Stub::ExtendAllocation, request);
+}
+
+absl::StatusOr<v1::Allocation> Client::ReleaseAllocation(
+    const v1::ReleaseAllocationRequest& request) {
+  return Call(true, market_.get(), &v1::MarketService::Stub::ReleaseAllocation, request);
+}
+
+absl::Status Client::WatchAllocations(const v1::WatchAllocationsRequest& request,
+                                      absl::FunctionRef<bool(const v1::Allocation&)> on_change) {
+  grpc::Status status;
+  for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
+    if (attempt > 1) Backoff(attempt);
+    std::unique_ptr<grpc::ClientContext> context = NewContext(/*deadline=*/false);
+    std::unique_ptr<grpc::ClientReader<v1::Allocation>> reader =
+        market_->WatchAllocations(context.get(), request);
+    bool received = false;
+    v1::Allocation allocation;
+    while (reader->Read(&allocation)) {
+      received = true;
+      if (!on_change(allocation)) {
+        context->TryCancel();
+        // Drain what is in flight; Finish then reports CANCELLED, which the caller asked for.
+        while (reader->Read(&allocation)) {
+        }
+        reader->Finish().IgnoreError();
+        return absl::OkStatus();
+      }
+    }
+    status = reader->Finish();
+    if (status.ok() || received || status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+  }
+  return FromGrpcStatus(status);
+}
+
+// ---- OperatorService ----------------------------------------------------------------------------
+
+absl::StatusOr<v1::Center> Client::RegisterCenter(const v1::RegisterCenterRequest& request) {
+  return Call(false, operator_.get(), &v1::OperatorService::Stub::RegisterCenter, request);
+}
+
+absl::StatusOr<v1::FabricDomain> Client::AddDomain(const v1::AddDomainRequest& request) {
+  return Call(false, operator_.get(), &v1::OperatorService::Stub::AddDomain, request);
+}
+
+absl::StatusOr<v1::AddNodesResponse> Client::AddNodes(const v1::AddNodesRequest& request) {
+  return Call(false, operator_.get(), &v1::OperatorService::Stub::AddNodes, request);
+}
+
+absl::StatusOr<v1::RemoveNodeResponse> Client::RemoveNode(const v1::RemoveNodeRequest& request) {
+  return Call(false, operator_.get(), &v1::OperatorService::Stub::RemoveNode, request);
+}
+
+absl::StatusOr<v1::Node> Client::SetNodeHealth(const v1::SetNodeHealthRequest& request) {
+  return Call(true, operator_.get(), &v1::OperatorService::Stub::SetNodeHealth, request);
+}
+
+absl::StatusOr<v1::Offer> Client::CreateOffer(const v1::CreateOfferRequest& request) {
+  return Call(false, operator_.get(), &v1::OperatorService::Stub::CreateOffer, request);
+}
+
+absl::StatusOr<v1::Offer> Client::WithdrawOffer(const v1::WithdrawOfferRequest& request) {
+  return Call(true, operator_.get(), &v1::OperatorService::Stub::WithdrawOffer, request);
+}
+
+absl::StatusOr<v1::ListCapacityResponse> Client::ListCapacity(
+    const v1::ListCapacityRequest& request) {
+  return Call(true, operator_.get(), &v1::OperatorService::Stub::ListCapacity, request);
+}
+
+absl::StatusOr<v1::ListSoldAllocationsResponse> Client::ListSoldAllocations(
+    const v1::ListSoldAllocationsRequest& request) {
+  return Call(true, operator_.get(), &v1::OperatorService::Stub::ListSoldAllocations, request);
+}
+
+// ---- AdminService -------------------------------------------------------------------------------
+
+absl::StatusOr<v1::CreateAccountResponse> Client::CreateAccount(
+    const v1::CreateAccountRequest& request) {
+  return Call(false, admin_.get(), &v1::AdminService::Stub::CreateAccount, request);
+}
+
+absl::StatusOr<v1::ListAccountsResponse> Client::ListAccounts(
+    const v1::ListAccountsRequest& request) {
+  return Call(true, admin_.get(), &v1::AdminService::Stub::ListAccounts, request);
+}
+
+absl::StatusOr<v1::CreateApiKeyResponse> Client::CreateApiKey(
+    const v1::CreateApiKeyRequest& request) {
+  return Call(false, admin_.get(), &v1::AdminService::Stub::CreateApiKey, request);
+}
+
+absl::StatusOr<v1::RevokeApiKeyResponse> Client::RevokeApiKey(
+    const v1::RevokeApiKeyRequest& request) {
+  return Call(false, admin_.get(), &v1::AdminService::Stub::RevokeApiKey, request);
+}
+
+// ---- OpsService ---------------------------------------------------------------------------------
+
+absl::StatusOr<v1::GetMarketStatsResponse> Client::GetMarketStats(
+    const v1::GetMarketStatsRequest& request) {
+  return Call(true, ops_.get(), &v1::OpsService::Stub::GetMarketStats, request);
+}
+
+}  // namespace suanli

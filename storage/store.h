@@ -1,0 +1,129 @@
+// The broker's durable state behind one interface, with an embedded SQLite backend and (later) a
+// PostgreSQL one. The broker's engine is the only writer: it hands the store one Batch per engine
+// batch and answers its callers only after Commit returns OK (persist before acknowledge). At
+// start the broker calls Load and rebuilds the market from what it returns.
+//
+// What is kept:
+//   - accounts and API keys (keys only as a hash of their secret), inserted or replaced;
+//   - the capacity journal: every call that changed capacity (centers, domains, nodes, health,
+//     offers), appended in the order it was applied, replayed in that order at start;
+//   - allocations (every one ever granted or held, ended ones included), inserted or replaced,
+//     each a serialized suanli.v1.Allocation plus what restoring it needs;
+//   - idempotency records: the first answer to an Allocate with a buyer's idempotency key.
+//
+//   absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:var/suanli.db");
+//   storage::Batch b;
+//   b.accounts.push_back({...});
+//   absl::Status s = (*store)->Commit(b);  // durable when OK
+//
+// Errors: INVALID_ARGUMENT for a malformed URL, FAILED_PRECONDITION for a schema newer than this
+// build knows, UNAVAILABLE when the store cannot be reached or written (the batch then left no
+// trace), DATA_LOSS when stored data cannot be read back.
+//
+// Thread safety: a Store is used by one thread at a time.
+#ifndef SUANLI_STORAGE_STORE_H_
+#define SUANLI_STORAGE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace suanli::storage {
+
+struct AccountRow {
+  std::string id;    // unique
+  int32_t role = 0;  // suanli.v1.Role
+  std::string name;  // unique
+  absl::Time created;
+};
+
+struct ApiKeyRow {
+  std::string key_id;  // unique; the public part of the key
+  std::string account_id;
+  std::string secret_hash;  // SHA-256 of the secret, 32 raw bytes
+  absl::Time created;
+  bool revoked = false;
+};
+
+// One call that changed capacity. `payload` is the serialized request message named by `kind`
+// (the broker's own numbering), with every default the broker resolved filled in.
+struct CapacityRow {
+  int64_t seq = 0;  // > 0, strictly increasing over the journal
+  int32_t kind = 0;
+  std::string actor;  // the account that made the call
+  absl::Time at;      // when it was applied
+  std::string payload;
+};
+
+struct AllocationRow {
+  int64_t id = 0;  // > 0, unique
+  std::string buyer_id;
+  int32_t state = 0;      // suanli.v1.AllocationState, also inside payload
+  std::string payload;    // serialized suanli.v1.Allocation
+  absl::Time held_end;    // a held (binding-quote) allocation: the end of the interval held
+  std::string offer_ids;  // the offer of each slice, in slice order, separated by commas
+};
+
+// The first answer to an Allocate with an idempotency key.
+struct IdempotencyRow {
+  std::string buyer_id;
+  std::string key;            // unique per buyer
+  std::string request;        // serialized suanli.v1.AllocateRequest as first asked
+  int64_t allocation_id = 0;  // the allocation granted; 0 when it was rejected
+  std::string rejection;      // serialized suanli.v1.Rejection when rejected
+};
+
+// What one engine batch changed. Applied all together or not at all.
+struct Batch {
+  std::vector<AccountRow> accounts;         // inserted or replaced (by id)
+  std::vector<ApiKeyRow> api_keys;          // inserted or replaced (by key_id)
+  std::vector<CapacityRow> capacity;        // appended; seq above every stored one
+  std::vector<AllocationRow> allocations;   // inserted or replaced (by id)
+  std::vector<IdempotencyRow> idempotency;  // inserted; (buyer_id, key) not stored yet
+
+  bool empty() const {
+    return accounts.empty() && api_keys.empty() && capacity.empty() && allocations.empty() &&
+           idempotency.empty();
+  }
+};
+
+// Everything stored.
+struct Contents {
+  std::vector<AccountRow> accounts;         // by id
+  std::vector<ApiKeyRow> api_keys;          // by key_id
+  std::vector<CapacityRow> capacity;        // by seq
+  std::vector<AllocationRow> allocations;   // by id
+  std::vector<IdempotencyRow> idempotency;  // by (buyer_id, key)
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Writes the batch in one transaction, durably: when it returns OK every row of it survives a
+  // crash of the process or the machine; on error none of it is stored. INVALID_ARGUMENT (and
+  // nothing stored) when the batch breaks a rule above (a capacity seq not above the stored
+  // ones, an idempotency key already stored, a duplicate name, an API key of an account that is
+  // neither stored nor earlier in the batch).
+  virtual absl::Status Commit(const Batch& batch) = 0;
+
+  // Everything stored, in the orders given in Contents.
+  virtual absl::StatusOr<Contents> Load() = 0;
+
+  // For people and logs: the backend and where its data lives, without secrets.
+  virtual std::string Describe() const = 0;
+};
+
+// Opens (creating when missing, upgrading an older schema) the store a URL names:
+//   sqlite:PATH   an SQLite database file (its directory must exist).
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url);
+
+}  // namespace suanli::storage
+
+#endif  // SUANLI_STORAGE_STORE_H_

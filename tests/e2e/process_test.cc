@@ -1,0 +1,263 @@
+// suanlid as a process: kill -9 under load loses nothing acknowledged and never oversells;
+// SIGTERM stops it gracefully; TLS on the gRPC port.
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/harness.h"
+
+namespace suanli::e2e {
+namespace {
+
+constexpr int64_t kPrice = 20'000'000;
+
+// One client's view of a run: every allocation it was told about, as last told.
+struct Acked {
+  std::mutex mu;
+  std::map<std::string, v1::Allocation> allocations;  // by id
+  std::map<std::string, std::string> key_to_id;       // idempotency key -> id
+};
+
+std::unique_ptr<Client> ConnectOnce(int port, const std::string& key) {
+  ClientOptions o;
+  o.target = absl::StrCat("127.0.0.1:", port);
+  o.api_key = key;
+  o.timeout = absl::Seconds(5);
+  o.max_attempts = 1;  // see every failure: the broker is being killed
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(o);
+  return c.ok() ? *std::move(c) : nullptr;
+}
+
+// Allocates, extends and releases until `stop`, recording what was acknowledged.
+void Load(int port, const std::string& key, int worker, std::atomic<bool>* stop, Acked* acked,
+          std::atomic<int>* acks) {
+  std::unique_ptr<Client> c = ConnectOnce(port, key);
+  std::mt19937 rng(static_cast<uint32_t>(worker));
+  int n = 0;
+  while (!stop->load()) {
+    const std::string idem = absl::StrCat("w", worker, "-", n++);
+    v1::AllocateRequest r;
+    r.mutable_request()->set_gpus(1 + static_cast<int>(rng() % 8));
+    r.mutable_request()->set_max_price_micros_per_gpu_hour(kPrice);
+    *r.mutable_request()->mutable_duration() = Dur(absl::Hours(1 + rng() % 4));
+    r.mutable_request()->set_idempotency_key(idem);
+    absl::StatusOr<v1::Allocation> a = c->Allocate(r);
+    if (a.ok()) {
+      std::lock_guard<std::mutex> lock(acked->mu);
+      acked->allocations[a->id()] = *a;
+      acked->key_to_id[idem] = a->id();
+      ++*acks;
+    }
+    if (a.ok() && rng() % 3 == 0) {
+      v1::ReleaseAllocationRequest rel;
+      rel.set_allocation_id(a->id());
+      absl::StatusOr<v1::Allocation> done = c->ReleaseAllocation(rel);
+      if (done.ok()) {
+        std::lock_guard<std::mutex> lock(acked->mu);
+        acked->allocations[done->id()] = *done;
+      }
+    } else if (a.ok() && rng() % 3 == 0) {
+      v1::ExtendAllocationRequest ext;
+      ext.set_allocation_id(a->id());
+      *ext.mutable_new_end() = Ts(absl::FromUnixSeconds(a->end().seconds()) + absl::Hours(1));
+      absl::StatusOr<v1::Allocation> longer = c->ExtendAllocation(ext);
+      if (longer.ok()) {
+        std::lock_guard<std::mutex> lock(acked->mu);
+        acked->allocations[longer->id()] = *longer;
+      }
+    }
+    if (!a.ok() && a.status().code() == absl::StatusCode::kUnavailable) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+  }
+}
+
+TEST(Process, KillNineUnderLoadLosesNothingAcknowledged) {
+  TempDir dir;
+  BrokerProcess p(dir, FreePort());
+  p.Start();
+  std::unique_ptr<Client> admin = Connect(p.port(), ReadAll(dir.File("admin.key")));
+  std::unique_ptr<Client> op = Connect(p.port(), NewAccount(*admin, v1::ROLE_OPERATOR, "op"));
+  SmallMarket(*op, "c1", 256, kPrice / 2);  // 2,048 GPUs
+  constexpr int kWorkers = 8;
+  std::vector<std::string> keys;
+  keys.reserve(kWorkers);
+  for (int i = 0; i < kWorkers; ++i) {
+    keys.push_back(NewAccount(*admin, v1::ROLE_BUYER, absl::StrCat("buyer-", i)));
+  }
+  Acked acked;
+  std::mt19937 rng(7);
+  constexpr int kKills = 5;
+  for (int round = 0; round < kKills; ++round) {
+    std::atomic<bool> stop{false};
+    std::atomic<int> acks{0};
+    std::vector<std::thread> workers;
+    workers.reserve(kWorkers);
+    for (int i = 0; i < kWorkers; ++i) {
+      workers.emplace_back(Load, p.port(), keys[static_cast<size_t>(i)], round * 100 + i, &stop,
+                           &acked, &acks);
+    }
+    // Kill at a random moment once some work was acknowledged.
+    const int target = 20 + static_cast<int>(rng() % 200);
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (acks.load() < target && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    const int status = p.Kill(SIGKILL);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    stop = true;
+    for (std::thread& t : workers) t.join();
+    ASSERT_GE(acks.load(), 1) << "round " << round << " acknowledged nothing";
+    p.Start();
+  }
+
+  // Every acknowledged allocation is there as last acknowledged (or ended since by its clock),
+  // and a key never made two allocations.
+  std::map<std::string, std::string> owner;  // allocation id -> buyer key
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::unique_ptr<Client> b = Connect(p.port(), keys[i]);
+    v1::ListAllocationsRequest l;
+    l.set_include_ended(true);
+    l.mutable_page()->set_page_size(1000);
+    for (;;) {
+      absl::StatusOr<v1::ListAllocationsResponse> page = b->ListAllocations(l);
+      ASSERT_TRUE(page.ok()) << page.status();
+      for (const v1::Allocation& a : page->allocations()) owner[a.id()] = keys[i];
+      if (page->next_page_token().empty()) break;
+      l.mutable_page()->set_page_token(page->next_page_token());
+    }
+  }
+  std::set<std::string> keys_seen;
+  int checked = 0;
+  for (const auto& [id, a] : acked.allocations) {
+    ASSERT_TRUE(owner.count(id)) << "acknowledged allocation " << id << " was lost";
+    std::unique_ptr<Client> b = Connect(p.port(), owner[id]);
+    v1::GetAllocationRequest g;
+    g.set_allocation_id(id);
+    absl::StatusOr<v1::Allocation> got = b->GetAllocation(g);
+    ASSERT_TRUE(got.ok()) << got.status();
+    std::string got_slices, acked_slices;
+    for (const v1::Slice& sl : got->slices()) got_slices += sl.SerializeAsString();
+    for (const v1::Slice& sl : a.slices()) acked_slices += sl.SerializeAsString();
+    EXPECT_EQ(got_slices, acked_slices) << id;
+    EXPECT_EQ(got->start().SerializeAsString(), a.start().SerializeAsString()) << id;
+    if (a.state() == v1::ALLOCATION_STATE_ENDED) {
+      EXPECT_EQ(got->SerializeAsString(), a.SerializeAsString()) << id;
+    } else if (got->state() == v1::ALLOCATION_STATE_ENDED) {
+      // Only a release sent before the kill (its answer lost) may have ended it.
+      EXPECT_EQ(got->end_reason(), v1::END_REASON_RELEASED) << id;
+    } else {
+      // An extension sent before the kill may have landed; nothing else moves the end.
+      EXPECT_GE(got->end().seconds(), a.end().seconds()) << id;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  // A key never allocated twice: retried keys return the acknowledged allocation.
+  for (const auto& [idem, id] : acked.key_to_id) {
+    const std::string worker = idem.substr(1, idem.find('-') - 1);
+    const int w = std::stoi(worker) % 100;
+    std::unique_ptr<Client> b = Connect(p.port(), keys[static_cast<size_t>(w)]);
+    v1::AllocateRequest r;
+    // Not the same request: the retry must be refused as a reused key, never granted anew.
+    r.mutable_request()->set_gpus(999);
+    r.mutable_request()->set_max_price_micros_per_gpu_hour(kPrice);
+    *r.mutable_request()->mutable_duration() = Dur(absl::Hours(1));
+    r.mutable_request()->set_idempotency_key(idem);
+    EXPECT_EQ(b->Allocate(r).status().code(), absl::StatusCode::kFailedPrecondition) << idem;
+    if (keys_seen.size() > 50) break;
+    keys_seen.insert(idem);
+  }
+  p.Kill(SIGTERM);
+
+  // Never oversold: the core's audit over the recovered state.
+  broker::BrokerOptions o = OptionsIn(dir);
+  absl::StatusOr<std::unique_ptr<broker::Broker>> b = broker::Broker::Start(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<int64_t> violations = (*b)->engine().Run<int64_t>(
+      [](broker::Market& m, absl::Time, storage::Batch*) -> absl::StatusOr<int64_t> {
+        return m.Audit().violations;
+      });
+  ASSERT_TRUE(violations.ok());
+  EXPECT_EQ(*violations, 0);
+}
+
+TEST(Process, SigtermFinishesCallsInFlightAndExitsCleanly) {
+  TempDir dir;
+  BrokerProcess p(dir, FreePort());
+  p.Start();
+  std::unique_ptr<Client> admin = Connect(p.port(), ReadAll(dir.File("admin.key")));
+  std::unique_ptr<Client> op = Connect(p.port(), NewAccount(*admin, v1::ROLE_OPERATOR, "op"));
+  SmallMarket(*op, "c1", 128, kPrice / 2);
+  const std::string key = NewAccount(*admin, v1::ROLE_BUYER, "buyer");
+  Acked acked;
+  std::atomic<bool> stop{false};
+  std::atomic<int> acks{0};
+  std::vector<std::thread> workers;
+  workers.reserve(4);
+  for (int i = 0; i < 4; ++i) workers.emplace_back(Load, p.port(), key, i, &stop, &acked, &acks);
+  while (acks.load() < 50) absl::SleepFor(absl::Milliseconds(1));
+  const int status = p.Kill(SIGTERM);
+  stop = true;
+  for (std::thread& t : workers) t.join();
+  ASSERT_TRUE(WIFEXITED(status)) << "suanlid did not exit by itself on SIGTERM";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_THAT(ReadAll(dir.File("suanlid.log")), ::testing::HasSubstr("stopped"));
+
+  p.Start();
+  std::unique_ptr<Client> b = Connect(p.port(), key);
+  for (const auto& [id, a] : acked.allocations) {
+    v1::GetAllocationRequest g;
+    g.set_allocation_id(id);
+    absl::StatusOr<v1::Allocation> got = b->GetAllocation(g);
+    ASSERT_TRUE(got.ok()) << id << ": " << got.status();
+    EXPECT_EQ(got->slices_size(), a.slices_size());
+  }
+}
+
+TEST(Process, TlsServesOnlyClientsThatTrustItsCertificate) {
+  TempDir dir;
+  const std::string cert = dir.File("cert.pem"), key = dir.File("key.pem");
+  const std::string cmd = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+      "subjectAltName=IP:127.0.0.1,DNS:localhost -keyout ",
+      key, " -out ", cert, " >/dev/null 2>&1");
+  ASSERT_EQ(system(cmd.c_str()), 0) << "openssl could not make a certificate";
+  broker::BrokerOptions o = OptionsIn(dir);
+  o.tls_cert_file = cert;
+  o.tls_key_file = key;
+  absl::StatusOr<std::unique_ptr<broker::Broker>> b = broker::Broker::Start(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::string admin_key = ReadAll(dir.File("admin.key"));
+  std::unique_ptr<Client> trusted = Connect((*b)->port(), admin_key, cert);
+  absl::StatusOr<v1::PingResponse> ping = trusted->Ping();
+  ASSERT_TRUE(ping.ok()) << ping.status();
+  EXPECT_EQ(ping->role(), "admin");
+  // Plaintext against the TLS port fails.
+  ClientOptions plain;
+  plain.target = absl::StrCat("127.0.0.1:", (*b)->port());
+  plain.api_key = admin_key;
+  plain.timeout = absl::Seconds(2);
+  plain.max_attempts = 1;
+  absl::StatusOr<std::unique_ptr<Client>> c = Client::Connect(plain);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE((*c)->Ping().ok());
+  // A client that trusts another CA fails too.
+  const std::string other = dir.File("other.pem");
+  ASSERT_EQ(system(absl::StrCat("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "
+                                "/CN=other -keyout ",
+                                dir.File("other.key"), " -out ", other, " >/dev/null 2>&1")
+                       .c_str()),
+            0);
+  ClientOptions wrong = plain;
+  wrong.ca_file = other;
+  c = Client::Connect(wrong);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE((*c)->Ping().ok());
+}
+
+}  // namespace
+}  // namespace suanli::e2e

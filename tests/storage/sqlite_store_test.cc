@@ -1,0 +1,215 @@
+// What only the SQLite backend (storage/sqlite/sqlite_store.h) does: paths, the file format
+// other tools see, migrations, and locking. The Store contract is in store_contract_test.cc.
+#include "storage/sqlite/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <system_error>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/migrations/migrations.h"
+#include "storage/store.h"
+#include "tests/storage/temp_dir.h"
+
+namespace suanli::storage {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A direct connection to a database file, as the sqlite3 shell would have.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
+        SQLITE_OK) {
+      ADD_FAILURE() << "cannot open " << path << ": " << sqlite3_errmsg(db_);
+    }
+  }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+  ~RawDb() { sqlite3_close(db_); }
+
+  // Runs statements; returns SQLite's error message, or "" when they ran.
+  std::string Exec(const std::string& sql) {
+    return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK
+               ? ""
+               : sqlite3_errmsg(db_);
+  }
+
+  // The first column of each row of a query, as text, joined with '|'.
+  std::string Query(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
+      return absl::StrCat("error: ", sqlite3_errmsg(db_));
+    }
+    std::string out;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      absl::StrAppend(&out, out.empty() ? "" : "|",
+                      text == nullptr ? "NULL" : reinterpret_cast<const char*>(text));
+    }
+    if (rc != SQLITE_DONE) out = absl::StrCat("error: ", sqlite3_errmsg(db_));
+    sqlite3_finalize(stmt);
+    return out;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(dir_.path().empty()) << "cannot make a temp directory"; }
+
+  std::string Path(const std::string& name) const { return dir_.path() + "/" + name; }
+
+  TempDir dir_;
+};
+
+TEST_F(SqliteStoreTest, MissingDirectoryIsUnavailableAndNamed) {
+  const std::string missing = Path("no/such");
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + missing + "/suanli.db");
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable) << store.status();
+  EXPECT_THAT(std::string(store.status().message()),
+              HasSubstr(absl::StrCat("directory ", missing, " does not exist; create it first")));
+  std::error_code ec;
+  EXPECT_FALSE(std::filesystem::exists(Path("no"), ec)) << "the store made a directory";
+}
+
+TEST_F(SqliteStoreTest, DirectoryThatIsAFileIsUnavailable) {
+  std::ofstream(Path("file")) << "x";
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("file/suanli.db"));
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable) << store.status();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("is not a directory"));
+}
+
+TEST_F(SqliteStoreTest, PathNamingADirectoryIsInvalid) {
+  for (const std::string& url : {"sqlite:" + dir_.path(), "sqlite:" + dir_.path() + "/"}) {
+    SCOPED_TRACE(url);
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(url);
+    ASSERT_FALSE(store.ok());
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument) << store.status();
+    EXPECT_THAT(std::string(store.status().message()),
+                HasSubstr(absl::StrCat("names a directory; name the database file in it, e.g. "
+                                       "sqlite:",
+                                       dir_.path(), "/suanli.db")));
+  }
+}
+
+TEST_F(SqliteStoreTest, FileThatIsNotADatabaseIsDataLossAndLeftAlone) {
+  const std::string text(8192, 'x');
+  std::ofstream(Path("notes.txt")) << text;
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("notes.txt"));
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(Path("notes.txt")));
+  EXPECT_TRUE(ReadFile(Path("notes.txt")) == text) << "the file was changed";
+}
+
+TEST_F(SqliteStoreTest, DescribeNamesTheAbsolutePathAndSchema) {
+  std::error_code ec;
+  const std::filesystem::path relative =
+      std::filesystem::relative(Path("suanli.db"), std::filesystem::current_path(), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_TRUE(relative.is_relative());
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + relative.string());
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string absolute =
+      std::filesystem::absolute(Path("suanli.db"), ec).lexically_normal().string();
+  EXPECT_EQ((*store)->Describe(),
+            absl::StrCat("sqlite:", absolute, " (schema v", LatestSchemaVersion(), ")"));
+}
+
+// The file is what the README says: WAL, one schema_version row per migration, times as
+// integer microseconds and payloads as blobs.
+TEST_F(SqliteStoreTest, FileHoldsWhatOtherToolsExpect) {
+  {
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("suanli.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    Batch b;
+    b.capacity.push_back(
+        {1, 2, "op", absl::FromUnixMicros(1'800'000'000'123'456), std::string("p\0q", 3)});
+    ASSERT_TRUE((*store)->Commit(b).ok());
+  }
+  RawDb raw(Path("suanli.db"));
+  EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw.Query("SELECT version || ' ' || name FROM schema_version ORDER BY version"),
+            "1 001_initial");
+  EXPECT_EQ(raw.Query("SELECT typeof(at_us) || ' ' || at_us FROM capacity_journal"),
+            "integer 1800000000123456");
+  EXPECT_EQ(raw.Query("SELECT typeof(payload) || ' ' || length(payload) FROM capacity_journal"),
+            "blob 3");
+  EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"),
+            "accounts|allocations|api_keys|capacity_journal|idempotency|schema_version");
+}
+
+TEST_F(SqliteStoreTest, EmptyFileIsGivenTheLatestSchema) {
+  std::ofstream(Path("empty.db")).flush();  // zero bytes: an empty SQLite database
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("empty.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT((*store)->Describe(), HasSubstr(absl::StrCat("(schema v", LatestSchemaVersion())));
+  absl::StatusOr<Contents> contents = (*store)->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  EXPECT_TRUE(contents->capacity.empty());
+}
+
+// Migrations run in one transaction: when one fails, the database keeps none of them.
+TEST_F(SqliteStoreTest, FailedMigrationLeavesNoTrace) {
+  {
+    RawDb raw(Path("other.db"));
+    ASSERT_EQ(raw.Exec("CREATE TABLE idempotency (x INTEGER)"), "");
+  }
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("other.db"));
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_THAT(std::string(store.status().message()),
+              HasSubstr("applying migration 001_initial: table idempotency already exists"));
+  RawDb raw(Path("other.db"));
+  EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"),
+            "idempotency");
+}
+
+// Another connection holding the write lock past the busy timeout: Commit fails UNAVAILABLE
+// (retrying may work) and stores nothing.
+TEST_F(SqliteStoreTest, LockedDatabaseIsUnavailableAndCommitsNothing) {
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("suanli.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  Batch b;
+  b.accounts.push_back({"a1", 1, "alice", absl::UnixEpoch()});
+  b.capacity.push_back({1, 2, "op", absl::UnixEpoch(), "p"});
+  {
+    RawDb other(Path("suanli.db"));
+    ASSERT_EQ(other.Exec("BEGIN IMMEDIATE"), "");
+    absl::Status s = (*store)->Commit(b);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("locked"));
+    ASSERT_EQ(other.Exec("ROLLBACK"), "");
+  }
+  absl::StatusOr<Contents> contents = (*store)->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  EXPECT_TRUE(contents->accounts.empty() && contents->capacity.empty());
+  // Once the lock is gone the same batch goes in.
+  absl::Status s = (*store)->Commit(b);
+  EXPECT_TRUE(s.ok()) << s;
+}
+
+}  // namespace
+}  // namespace suanli::storage
