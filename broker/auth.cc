@@ -74,6 +74,13 @@ void KeyRing::Clear() {
   keys_.clear();
 }
 
+void KeyRing::ReplaceAll(const std::vector<Key>& keys) {
+  absl::flat_hash_map<std::string, Entry> fresh;
+  for (const Key& k : keys) fresh[k.key_id] = Entry{k.secret_hash, k.principal, k.revoked};
+  absl::MutexLock lock(&mu_);
+  keys_.swap(fresh);
+}
+
 absl::StatusOr<Principal> KeyRing::Authenticate(absl::string_view authorization) const {
   if (authorization.empty()) {
     return absl::UnauthenticatedError(

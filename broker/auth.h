@@ -7,6 +7,7 @@
 #define SUANLI_BROKER_AUTH_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -44,6 +45,14 @@ class KeyRing {
   void Put(const std::string& key_id, const std::string& secret_hash, const Principal& principal,
            bool revoked);
   void Clear();
+  // Replaces every key at once (callers never see a ring half rebuilt).
+  struct Key {
+    std::string key_id;
+    std::string secret_hash;
+    Principal principal;
+    bool revoked = false;
+  };
+  void ReplaceAll(const std::vector<Key>& keys);
   // The principal of a header value "Bearer sk_..."; UNAUTHENTICATED with a reason otherwise.
   absl::StatusOr<Principal> Authenticate(absl::string_view authorization) const;
 

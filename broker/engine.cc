@@ -16,6 +16,10 @@ std::shared_ptr<Hub::Subscriber> Hub::Subscribe(const std::string& buyer, bool i
   s->buyer = buyer;
   s->include_ended = include_ended;
   absl::MutexLock lock(&mu_);
+  if (closed_) {
+    absl::MutexLock sl(&s->mu);
+    s->closed = true;
+  }
   subs_.insert(s);
   return s;
 }
@@ -43,8 +47,27 @@ void Hub::Publish(const std::vector<v1::Allocation>& changed) {
   }
 }
 
+void Hub::Resync(
+    const std::function<std::vector<v1::Allocation>(const std::string&, bool)>& current) {
+  absl::MutexLock lock(&mu_);
+  for (const std::shared_ptr<Subscriber>& s : subs_) {
+    std::vector<v1::Allocation> all = current(s->buyer, s->include_ended);
+    absl::MutexLock sl(&s->mu);
+    if (s->closed) continue;
+    for (v1::Allocation& a : all) {
+      if (s->queue.size() >= kMaxQueued) {
+        s->overflowed = true;
+        s->closed = true;
+        break;
+      }
+      s->queue.push_back(std::move(a));
+    }
+  }
+}
+
 void Hub::CloseAll() {
   absl::MutexLock lock(&mu_);
+  closed_ = true;
   for (const std::shared_ptr<Subscriber>& s : subs_) {
     absl::MutexLock sl(&s->mu);
     s->closed = true;
@@ -61,10 +84,9 @@ Engine::Engine(std::unique_ptr<storage::Store> store, KeyRing* keys)
 
 Engine::~Engine() { Stop(); }
 
-absl::Status Engine::LoadMarket(absl::Time now) {
+absl::Status Engine::LoadMarket(absl::Time now, std::vector<v1::Allocation>* changed) {
   absl::StatusOr<storage::Contents> contents = store_->Load();
   if (!contents.ok()) return contents.status();
-  keys_->Clear();
   auto market = std::make_unique<Market>(keys_);
   storage::Batch batch;
   if (absl::Status s = market->Load(*contents, now, &batch); !s.ok()) return s;
@@ -72,7 +94,8 @@ absl::Status Engine::LoadMarket(absl::Time now) {
     if (absl::Status s = store_->Commit(batch); !s.ok()) return s;
   }
   market_ = std::move(market);
-  market_->TakeChanged();
+  std::vector<v1::Allocation> made = market_->TakeChanged();
+  if (changed != nullptr) *changed = std::move(made);
   return absl::OkStatus();
 }
 
@@ -109,6 +132,11 @@ void Engine::Stop() {
   store_.reset();
 }
 
+void Engine::BeginStop() {
+  absl::MutexLock lock(&mu_);
+  give_up_reload_ = true;
+}
+
 bool Engine::Enqueue(Command* c) {
   absl::MutexLock lock(&mu_);
   if (!accepting_) return false;
@@ -132,17 +160,24 @@ void Engine::Reload() {
   absl::Duration backoff = absl::Milliseconds(50);
   for (int attempt = 1;; ++attempt) {
     const absl::Time now = std::max(last_now_, absl::Now());
-    absl::Status s = LoadMarket(now);
+    std::vector<v1::Allocation> changed;
+    absl::Status s = LoadMarket(now, &changed);
     if (s.ok()) {
       Log(absl::StrCat("market rebuilt from the store after a failed commit (attempt ", attempt,
                        ")"));
+      // What changed between the last published batch and the rebuild is not known one by one:
+      // every watcher gets its buyer's current allocations again.
+      hub_.Resync([this](const std::string& buyer, bool include_ended) {
+        return market_->AllocationsOf({buyer, v1::ROLE_BUYER}, include_ended);
+      });
+      hub_.Publish(changed);  // what the rebuild ended (expiries while the store was out)
       return;
     }
     Log(absl::StrCat("cannot rebuild the market from the store yet: ", s.ToString(),
                      "; retrying in ", absl::FormatDuration(backoff)));
     absl::MutexLock lock(&mu_);
     // Wake early only to stop; commands keep waiting meanwhile.
-    auto stop = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+    auto stop = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || give_up_reload_; };
     if (mu_.AwaitWithTimeout(absl::Condition(&stop), backoff)) {
       // Stopping: the market in memory may be ahead of the store, but nothing more will be
       // decided from it.

@@ -53,11 +53,16 @@ class Hub {
   std::shared_ptr<Subscriber> Subscribe(const std::string& buyer, bool include_ended);
   void Unsubscribe(const std::shared_ptr<Subscriber>& s);
   void Publish(const std::vector<v1::Allocation>& changed);
-  // Closes every subscriber (shutdown).
+  // Closes every subscriber, and every later one at once (shutdown).
   void CloseAll();
+  // Sends each subscriber of `buyer`-s every allocation `current` gives for it (after the market
+  // was rebuilt, when the changes in between are not known one by one).
+  void Resync(const std::function<std::vector<v1::Allocation>(const std::string& buyer,
+                                                              bool include_ended)>& current);
 
  private:
   absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<std::shared_ptr<Subscriber>> subs_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -87,6 +92,9 @@ class Engine {
   // Stops taking commands (they get UNAVAILABLE), decides and commits what is queued, stops the
   // thread and closes the store. Idempotent.
   void Stop();
+  // The first step of a stop, before calls in flight are waited for: a rebuild from a store that
+  // cannot be read gives up (its callers get UNAVAILABLE) instead of retrying for ever.
+  void BeginStop();
 
   // Runs `fn` on the engine thread in the next batch and returns its result once the batch is
   // durable (UNAVAILABLE when the batch could not be committed, or the engine is stopping).
@@ -111,7 +119,8 @@ class Engine {
   // Rebuilds the market from the store after a failed commit, retrying until it works or the
   // engine stops.
   void Reload();
-  absl::Status LoadMarket(absl::Time now);
+  // Rebuilds the market; `changed` (when given) gets the allocations the rebuild itself changed.
+  absl::Status LoadMarket(absl::Time now, std::vector<v1::Allocation>* changed = nullptr);
 
   std::unique_ptr<storage::Store> store_;
   KeyRing* keys_;
@@ -126,6 +135,7 @@ class Engine {
   std::deque<Command*> queue_ ABSL_GUARDED_BY(mu_);
   bool accepting_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool give_up_reload_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<const CatalogSnapshot> catalog_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

@@ -29,7 +29,11 @@ absl::Status Require(const Principal& p, v1::Role role, absl::string_view what) 
 }
 
 // Deterministic bytes of a message, for comparing requests.
-std::string Canonical(const google::protobuf::Message& m) {
+std::string Canonical(const google::protobuf::Message& message) {
+  std::unique_ptr<google::protobuf::Message> known(message.New());
+  known->CopyFrom(message);
+  known->DiscardUnknownFields();
+  const google::protobuf::Message& m = *known;
   std::string out;
   google::protobuf::io::StringOutputStream raw(&out);
   google::protobuf::io::CodedOutputStream coded(&raw);
@@ -161,13 +165,15 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
     accounts_[row.id] = std::move(a);
     ++account_seq_;
   }
+  std::vector<KeyRing::Key> ring;
+  ring.reserve(contents.api_keys.size());
   for (const storage::ApiKeyRow& row : contents.api_keys) {
     auto it = accounts_.find(row.account_id);
     if (it == accounts_.end()) {
       return absl::DataLossError(
           absl::StrCat("api key ", row.key_id, " belongs to unknown account ", row.account_id));
     }
-    keys_->Put(row.key_id, row.secret_hash, {row.account_id, it->second.role()}, row.revoked);
+    ring.push_back({row.key_id, row.secret_hash, {row.account_id, it->second.role()}, row.revoked});
     api_keys_[row.key_id] = row;
   }
   for (const storage::CapacityRow& row : contents.capacity) {
@@ -178,6 +184,17 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
           absl::StrCat("capacity journal entry ", row.seq, " does not replay: ", s.message()));
     }
     capacity_seq_ = row.seq;
+  }
+  // The clock may read earlier than what the store saw (stepped back across a restart): time
+  // never goes backwards for the market. A start-now hold started when it was made.
+  now = std::max(now, core_->now());
+  for (const storage::AllocationRow& row : contents.allocations) {
+    if (row.state == v1::ALLOCATION_STATE_HELD && row.held_end != absl::Time()) {
+      v1::Allocation a;
+      if (a.ParseFromString(row.payload) && row.held_end > TimeOf(a.end())) {
+        now = std::max(now, TimeOf(a.start()));
+      }
+    }
   }
   uint64_t max_id = 0;
   for (const storage::AllocationRow& row : contents.allocations) {
@@ -214,6 +231,13 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
       return absl::DataLossError(
           absl::StrCat("allocation ", id, " cannot be restored: ", restored.status().message()));
     }
+    // A reservation whose start passed while the broker was down is active now.
+    AllocRec& stored = allocs_[id];
+    if (restored->state != AllocationState::kEnded &&
+        StateToProto(restored->state) != stored.a.state()) {
+      stored.a.set_state(StateToProto(restored->state));
+      Persist(id, batch);
+    }
   }
   for (const storage::IdempotencyRow& row : contents.idempotency) {
     idem_[IdemKey(row.buyer_id, row.key)] =
@@ -222,7 +246,7 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
   core_->ReserveIds(max_id + 1);
   core_->Advance(now);
   DrainEvents(batch);
-  changed_.clear();
+  keys_->ReplaceAll(ring);
   catalog_dirty_ = true;
   return absl::OkStatus();
 }
@@ -236,7 +260,20 @@ absl::StatusOr<std::string> Market::Bootstrap(const std::optional<NewKey>& key, 
       break;
     }
   }
-  if (key.has_value() && api_keys_.contains(key->key_id)) return std::string();
+  if (key.has_value()) {
+    auto known = api_keys_.find(key->key_id);
+    if (known != api_keys_.end()) {
+      auto owner = accounts_.find(known->second.account_id);
+      if (known->second.revoked || known->second.secret_hash != key->secret_hash ||
+          owner == accounts_.end() || owner->second.role() != v1::ROLE_ADMIN) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the admin key file holds key ", key->key_id,
+            ", which is revoked, wrong or not an admin's; move the file away and start again to "
+            "have a new admin key made"));
+      }
+      return std::string();
+    }
+  }
   if (key.has_value() && admin != nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the admin key file holds key ", key->key_id,
@@ -381,8 +418,12 @@ absl::Status Market::CheckCenterOwner(const Principal& p, const std::string& cen
 
 void Market::Journal(CapacityKind kind, const google::protobuf::Message& m, const Principal& p,
                      absl::Time at, storage::Batch* batch) {
+  // Fields this broker does not know are neither kept nor replayed.
+  std::unique_ptr<google::protobuf::Message> known(m.New());
+  known->CopyFrom(m);
+  known->DiscardUnknownFields();
   batch->capacity.push_back(
-      {++capacity_seq_, static_cast<int32_t>(kind), p.account_id, at, m.SerializeAsString()});
+      {++capacity_seq_, static_cast<int32_t>(kind), p.account_id, at, known->SerializeAsString()});
   catalog_dirty_ = true;
 }
 
@@ -392,6 +433,7 @@ absl::Status Market::ApplyCapacity(CapacityKind kind, const std::string& payload
     case CapacityKind::kRegisterCenter: {
       v1::Center c;
       if (!c.ParseFromString(payload)) return absl::DataLossError("unreadable center");
+      c.DiscardUnknownFields();
       absl::StatusOr<scheduler::CenterSpec> spec = ValidateCenter(c, c.operator_id());
       if (!spec.ok()) return spec.status();
       if (absl::Status s = core_->AddCenter(*spec); !s.ok()) return s;
@@ -402,6 +444,7 @@ absl::Status Market::ApplyCapacity(CapacityKind kind, const std::string& payload
     case CapacityKind::kAddDomain: {
       v1::FabricDomain d;
       if (!d.ParseFromString(payload)) return absl::DataLossError("unreadable domain");
+      d.DiscardUnknownFields();
       absl::StatusOr<scheduler::DomainSpec> spec = ValidateDomain(d);
       if (!spec.ok()) return spec.status();
       if (absl::Status s = core_->AddDomain(*spec); !s.ok()) return s;
@@ -413,6 +456,7 @@ absl::Status Market::ApplyCapacity(CapacityKind kind, const std::string& payload
     case CapacityKind::kAddNodes: {
       v1::AddNodesRequest r;
       if (!r.ParseFromString(payload)) return absl::DataLossError("unreadable nodes");
+      r.DiscardUnknownFields();
       std::vector<scheduler::NodeSpec> specs;
       specs.reserve(static_cast<size_t>(r.nodes_size()));
       for (const v1::Node& n : r.nodes()) {
@@ -439,6 +483,7 @@ absl::Status Market::ApplyCapacity(CapacityKind kind, const std::string& payload
         in_domain.erase(std::remove(in_domain.begin(), in_domain.end(), r.node_id()),
                         in_domain.end());
         nodes_.erase(it);
+        node_offers_.erase(r.node_id());
       }
       return absl::OkStatus();
     }
@@ -454,6 +499,7 @@ absl::Status Market::ApplyCapacity(CapacityKind kind, const std::string& payload
     case CapacityKind::kCreateOffer: {
       v1::Offer o;
       if (!o.ParseFromString(payload)) return absl::DataLossError("unreadable offer");
+      o.DiscardUnknownFields();
       absl::StatusOr<scheduler::OfferSpec> spec = ValidateOffer(o, at);
       if (!spec.ok()) return spec.status();
       if (absl::Status s = core_->AddOffer(*spec, at); !s.ok()) return s;
@@ -670,22 +716,39 @@ absl::StatusOr<v1::ListSoldAllocationsResponse> Market::ListSoldAllocations(
     if (it->first >= *below) continue;
     const v1::Allocation& a = it->second.a;
     if (a.state() == v1::ALLOCATION_STATE_HELD || TimeOf(a.end()) <= since) continue;
-    bool ours = false;
-    for (const v1::Slice& s : a.slices()) {
-      auto c = centers_.find(s.center_id());
-      if (c == centers_.end()) continue;
-      if (!r.center_id().empty() ? s.center_id() == r.center_id()
-                                 : (IsAdmin(p) || c->second.operator_id() == p.account_id)) {
-        ours = true;
-        break;
-      }
+    // Binding quotes that lapsed or were cancelled were never sold.
+    if (a.state() == v1::ALLOCATION_STATE_ENDED && a.has_hold_expires() &&
+        (a.end_reason() == v1::END_REASON_LAPSED || a.total_price_micros() == 0)) {
+      continue;
     }
-    if (!ours) continue;
+    auto mine = [&](const v1::Slice& s) {
+      auto c = centers_.find(s.center_id());
+      if (c == centers_.end()) return false;
+      return !r.center_id().empty() ? s.center_id() == r.center_id()
+                                    : (IsAdmin(p) || c->second.operator_id() == p.account_id);
+    };
+    if (std::none_of(a.slices().begin(), a.slices().end(), mine)) continue;
     if (out.allocations_size() == *size) {
       out.set_next_page_token(absl::StrCat(it->first + 1));
       break;
     }
-    *out.add_allocations() = a;
+    v1::Allocation* sold = out.add_allocations();
+    *sold = a;
+    if (!IsAdmin(p)) {
+      // An operator sees its own slices and what they earn, not the buyer's request (its
+      // ceiling) or other operators' slices and prices.
+      sold->clear_request();
+      sold->clear_slices();
+      for (const v1::Slice& s : a.slices()) {
+        if (mine(s)) *sold->add_slices() = s;
+      }
+      if (sold->slices_size() != a.slices_size()) {
+        sold->set_total_price_micros(
+            a.total_price_micros() == 0
+                ? 0
+                : scheduler::PriceFor(RateOf(*sold), TimeOf(a.end()) - TimeOf(a.start())));
+      }
+    }
   }
   return out;
 }
@@ -731,6 +794,7 @@ v1::Allocation Market::Preview(const scheduler::Allocation& a,
   out.set_state(StateToProto(a.state));
   if (a.state == AllocationState::kHeld) *out.mutable_hold_expires() = ToProto(a.hold_expires);
   *out.mutable_request() = r;
+  out.mutable_request()->DiscardUnknownFields();
   return out;
 }
 
@@ -784,7 +848,13 @@ void Market::DrainEvents(storage::Batch* batch) {
       const bool was_held = a.state() == v1::ALLOCATION_STATE_HELD;
       a.set_state(v1::ALLOCATION_STATE_ENDED);
       a.set_end_reason(EndToProto(ev.reason));
-      if (ev.reason == EndReason::kReleased && !was_held) {
+      if (was_held) {
+        // A binding quote that lapsed or was cancelled sold nothing: it held the GPUs until it
+        // ended, and costs nothing.
+        const absl::Time start = TimeOf(a.start());
+        *a.mutable_end() = ToProto(std::clamp(ev.at, start, TimeOf(a.end())));
+        a.set_total_price_micros(0);
+      } else if (ev.reason == EndReason::kReleased) {
         // Sold until it was released: the end and the price follow.
         const absl::Time start = TimeOf(a.start());
         const absl::Time end = std::clamp(ev.at, start, TimeOf(a.end()));
@@ -957,7 +1027,7 @@ absl::StatusOr<v1::Allocation> Market::ExtendAllocation(const Principal& p,
   if (r.has_new_end()) {
     absl::StatusOr<absl::Time> t = FromProto("new_end", r.new_end());
     if (!t.ok()) return t.status();
-    new_end = *t;
+    new_end = absl::FromUnixMicros(absl::ToUnixMicros(*t));
     // A retried extension to the same end is already done.
     if (new_end == TimeOf(a.end()) && a.state() != v1::ALLOCATION_STATE_ENDED) return a;
   } else {

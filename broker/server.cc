@@ -131,6 +131,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(const BrokerOptions& optio
 void Broker::Shutdown(absl::Duration grace) {
   if (stopped_) return;
   stopped_ = true;
+  engine_->BeginStop();
   engine_->hub().CloseAll();
   if (server_ != nullptr) {
     server_->GetHealthCheckService()->SetServingStatus(false);

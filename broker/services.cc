@@ -78,8 +78,11 @@ grpc::Status MarketServiceImpl::SearchCatalog(grpc::ServerContext* ctx,
     return ToGrpc(absl::InvalidArgumentError("page.page_token: not a token this broker gave out"));
   }
   std::shared_ptr<const CatalogSnapshot> snap = engine_->Catalog();
+  const int64_t now_s = absl::ToUnixSeconds(absl::Now());
   size_t matched = 0;
   for (size_t i = 0; i < snap->entries.size(); ++i) {
+    // The snapshot may be older than an offer's end: what can no longer be bought is not shown.
+    if (snap->entries[i].until().seconds() <= now_s) continue;
     if (!q->Matches(snap->views[i])) continue;
     if (matched++ < start) continue;
     if (out->entries_size() == size) {

@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  libsqlite3-dev libssl-dev openssl
+  libsqlite3-dev libssl-dev openssl libpqxx-dev libpq-dev postgresql
   clang-format clang-tidy clang libclang-rt-14-dev
 )
 

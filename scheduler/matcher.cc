@@ -1611,7 +1611,8 @@ absl::Status Matcher::AddCenter(const CenterSpec& spec) {
     if (!s.tag_ids.contains(t)) ++new_tags;
   }
   if (s.tag_ids.size() + new_tags > 64) {
-    return absl::InvalidArgumentError("the market supports at most 64 distinct center tags");
+    return absl::ResourceExhaustedError(
+        "the market supports at most 64 distinct center tags; reuse an existing tag");
   }
   for (const std::string& t : spec.tags) {
     auto [it, inserted] = s.tag_ids.emplace(t, static_cast<uint32_t>(s.tag_ids.size()));

@@ -110,7 +110,8 @@ class Matcher {
   Matcher& operator=(const Matcher&) = delete;
 
   // ---- Capacity. Each returns INVALID_ARGUMENT for malformed input, ALREADY_EXISTS for a
-  // duplicate id, NOT_FOUND for an unknown parent, and changes nothing on error.
+  // duplicate id, NOT_FOUND for an unknown parent, RESOURCE_EXHAUSTED when a center would bring
+  // the market's distinct tags over 64, and changes nothing on error.
 
   absl::Status AddCenter(const CenterSpec& spec);
   absl::Status AddDomain(const DomainSpec& spec);
