@@ -21,6 +21,9 @@ step "Release build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$JOBS"
 
+step "deployment files"
+bash tests/tools/check_deploy.sh build
+
 step "clang-tidy"
 bash tests/tools/check_tidy.sh build
 
