@@ -90,6 +90,7 @@ absl::Status Engine::LoadMarket(absl::Time now, std::vector<v1::Allocation>* cha
   auto market = std::make_unique<Market>(keys_);
   storage::Batch batch;
   if (absl::Status s = market->Load(*contents, now, &batch); !s.ok()) return s;
+  market->Seal(&batch);
   if (!batch.empty()) {
     if (absl::Status s = store_->Commit(batch); !s.ok()) return s;
   }
@@ -219,6 +220,7 @@ void Engine::Loop() {
     }
     market_->Advance(now, &batch);
     for (Command* c : batch_cmds) c->apply(*market_, now, &batch);
+    market_->Seal(&batch);
     if (!batch.empty()) committed = store_->Commit(batch);
     if (!committed.ok()) {
       Log(absl::StrCat("commit of a batch of ", batch_cmds.size(),

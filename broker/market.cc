@@ -196,6 +196,8 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
       }
     }
   }
+  absl::flat_hash_set<int64_t> claimed;
+  for (const storage::ClaimRow& c : contents.claims) claimed.insert(c.allocation_id);
   uint64_t max_id = 0;
   for (const storage::AllocationRow& row : contents.allocations) {
     AllocRec rec;
@@ -237,6 +239,8 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
         StateToProto(restored->state) != stored.a.state()) {
       stored.a.set_state(StateToProto(restored->state));
       Persist(id, batch);
+    } else if (!claimed.contains(row.id)) {
+      Persist(id, batch);  // stored before the store kept claims: write them now
     }
   }
   for (const storage::IdempotencyRow& row : contents.idempotency) {
@@ -1137,6 +1141,31 @@ std::shared_ptr<const CatalogSnapshot> Market::BuildCatalog(absl::Time now) cons
     snap->views.push_back(std::move(v));
   }
   return snap;
+}
+
+void Market::Seal(storage::Batch* batch) const {
+  std::vector<storage::AllocationRow>& rows = batch->allocations;
+  if (rows.empty()) return;
+  // Keep the last row of each allocation, in the order of those last rows.
+  absl::flat_hash_map<int64_t, size_t> last;
+  for (size_t i = 0; i < rows.size(); ++i) last[rows[i].id] = i;
+  if (last.size() != rows.size()) {
+    std::vector<storage::AllocationRow> kept;
+    kept.reserve(last.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (last[rows[i].id] == i) kept.push_back(std::move(rows[i]));
+    }
+    rows.swap(kept);
+  }
+  for (const storage::AllocationRow& row : rows) {
+    const scheduler::Allocation* live = core_->Find(static_cast<uint64_t>(row.id));
+    if (live == nullptr || live->state == AllocationState::kEnded) continue;
+    const absl::Time until = live->state == AllocationState::kHeld ? live->held_end : live->end;
+    for (const scheduler::Slice& s : live->slices) {
+      const std::string& node = core_->NodeId(s.node);
+      batch->claims.push_back({row.id, node, nodes_.at(node).gpus(), s.gpus, live->start, until});
+    }
+  }
 }
 
 std::vector<v1::Allocation> Market::TakeChanged() {

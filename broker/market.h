@@ -135,6 +135,10 @@ class Market {
   absl::Time NextEventTime() const;
 
   // ---- For the engine.
+  // Makes a batch ready to commit: one row per allocation (the last), and for each allocation
+  // it writes, the GPUs it holds on each node (storage::ClaimRow), so that the store can refuse
+  // an oversold node.
+  void Seal(storage::Batch* batch) const;
   // What is on sale now.
   std::shared_ptr<const CatalogSnapshot> BuildCatalog(absl::Time now) const;
   // Allocations changed since the last call, for watchers; and whether capacity or free GPUs

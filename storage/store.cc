@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "storage/postgres/postgres_store.h"
 #include "storage/sqlite/sqlite_store.h"
 
 namespace suanli::storage {
@@ -15,7 +16,8 @@ namespace {
 constexpr char kAcceptedForms[] =
     "accepted forms: sqlite:PATH, an SQLite database file whose directory exists (e.g. "
     "sqlite:/var/lib/suanli/suanli.db or sqlite:var/suanli.db, relative to the working "
-    "directory)";
+    "directory); postgresql://USER@HOST:PORT/DB (or postgres://...), a PostgreSQL database, "
+    "with the password in PGPASSWORD or ~/.pgpass";
 
 }  // namespace
 
@@ -32,9 +34,9 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url) {
     return std::unique_ptr<Store>(std::move(*store));
   }
   if (absl::StartsWith(url, "postgresql://") || absl::StartsWith(url, "postgres://")) {
-    // The URL is not repeated: it may hold a password.
-    return absl::InvalidArgumentError(absl::StrCat(
-        "store URL postgresql://...: the PostgreSQL backend is not built yet; ", kAcceptedForms));
+    absl::StatusOr<std::unique_ptr<PostgresStore>> store = PostgresStore::Open(url);
+    if (!store.ok()) return store.status();
+    return std::unique_ptr<Store>(std::move(*store));
   }
   if (url.empty())
     return absl::InvalidArgumentError(absl::StrCat("empty store URL; ", kAcceptedForms));

@@ -1,4 +1,4 @@
-// The broker's durable state behind one interface, with an embedded SQLite backend and (later) a
+// The broker's durable state behind one interface, with an embedded SQLite backend and a
 // PostgreSQL one. The broker's engine is the only writer: it hands the store one Batch per engine
 // batch and answers its callers only after Commit returns OK (persist before acknowledge). At
 // start the broker calls Load and rebuilds the market from what it returns.
@@ -9,9 +9,12 @@
 //     offers), appended in the order it was applied, replayed in that order at start;
 //   - allocations (every one ever granted or held, ended ones included), inserted or replaced,
 //     each a serialized suanli.v1.Allocation plus what restoring it needs;
+//   - claims: the GPUs each live allocation takes on each node, which the store checks so that
+//     no node is ever stored oversold;
 //   - idempotency records: the first answer to an Allocate with a buyer's idempotency key.
 //
 //   absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:var/suanli.db");
+//   // or OpenStore("postgresql://suanli@db.example.com:5432/suanli")
 //   storage::Batch b;
 //   b.accounts.push_back({...});
 //   absl::Status s = (*store)->Commit(b);  // durable when OK
@@ -70,6 +73,21 @@ struct AllocationRow {
   std::string offer_ids;  // the offer of each slice, in slice order, separated by commas
 };
 
+// GPUs a live allocation (held, reserved or active) takes out of the market on one node: `gpus`
+// of the node's `node_gpus` over [from, until). For a held allocation the interval is the one
+// held, [start, held_end); for a reserved or active one, [start, end). An ended allocation takes
+// nothing and has no claims. The store refuses (INVALID_ARGUMENT, nothing stored) a batch after
+// which some node would have, at some instant, more GPUs claimed than the smallest node_gpus
+// among the claims on it at that instant: an oversold node cannot be stored.
+struct ClaimRow {
+  int64_t allocation_id = 0;  // an allocation written by the same batch
+  std::string node_id;        // not empty; one claim per allocation and node
+  int32_t node_gpus = 0;      // the GPUs the node has, > 0
+  int32_t gpus = 0;           // taken on it, 1..node_gpus
+  absl::Time from;            // finite
+  absl::Time until;           // finite, after `from`
+};
+
 // The first answer to an Allocate with an idempotency key.
 struct IdempotencyRow {
   std::string buyer_id;
@@ -86,10 +104,13 @@ struct Batch {
   std::vector<CapacityRow> capacity;        // appended; seq above every stored one
   std::vector<AllocationRow> allocations;   // inserted or replaced (by id)
   std::vector<IdempotencyRow> idempotency;  // inserted; (buyer_id, key) not stored yet
+  // The claims of the batch's allocations: each allocation written by the batch has exactly the
+  // claims listed here for it afterwards (none listed: none stored, e.g. when it ended).
+  std::vector<ClaimRow> claims;
 
   bool empty() const {
     return accounts.empty() && api_keys.empty() && capacity.empty() && allocations.empty() &&
-           idempotency.empty();
+           idempotency.empty() && claims.empty();
   }
 };
 
@@ -100,6 +121,7 @@ struct Contents {
   std::vector<CapacityRow> capacity;        // by seq
   std::vector<AllocationRow> allocations;   // by id
   std::vector<IdempotencyRow> idempotency;  // by (buyer_id, key)
+  std::vector<ClaimRow> claims;             // by (allocation_id, node_id)
 };
 
 class Store {
@@ -110,7 +132,9 @@ class Store {
   // crash of the process or the machine; on error none of it is stored. INVALID_ARGUMENT (and
   // nothing stored) when the batch breaks a rule above (a capacity seq not above the stored
   // ones, an idempotency key already stored, a duplicate name, an API key of an account that is
-  // neither stored nor earlier in the batch).
+  // neither stored nor earlier in the batch, a malformed claim or one of an allocation not in the
+  // batch, a node oversold). UNAVAILABLE when the store cannot be reached or written; retrying
+  // may work (a backend that lost its connection reconnects on the next call).
   virtual absl::Status Commit(const Batch& batch) = 0;
 
   // Everything stored, in the orders given in Contents.
@@ -121,7 +145,10 @@ class Store {
 };
 
 // Opens (creating when missing, upgrading an older schema) the store a URL names:
-//   sqlite:PATH   an SQLite database file (its directory must exist).
+//   sqlite:PATH                               an SQLite database file (its directory must exist);
+//   postgresql://USER@HOST:PORT/DB[?PARAMS]   a PostgreSQL database (a libpq URI; postgres://
+//                                             too); the database must exist, its tables are
+//                                             created when missing.
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url);
 
 }  // namespace suanli::storage

@@ -27,8 +27,9 @@ bash tests/tools/check_deploy.sh build
 step "clang-tidy"
 bash tests/tools/check_tidy.sh build
 
-step "tests (Release)"
-ctest --test-dir build --output-on-failure -j "$JOBS"
+step "tests (Release; PostgreSQL ones against a private server)"
+# with_postgres.sh starts a throwaway PostgreSQL on a unix socket and stops it however ctest ends.
+tests/tools/with_postgres.sh ctest --test-dir build --output-on-failure -j "$JOBS"
 
 if [ "${SUANLI_SKIP_SANITIZE:-0}" != "1" ]; then
   step "ASan+UBSan build"
@@ -37,7 +38,7 @@ if [ "${SUANLI_SKIP_SANITIZE:-0}" != "1" ]; then
   step "tests (ASan+UBSan)"
   # The property test runs a smaller share of its operations under the sanitizers.
   SUANLI_PROPERTY_SCALE=4 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+    tests/tools/with_postgres.sh ctest --test-dir build-asan --output-on-failure -j "$JOBS"
 fi
 
 step "fuzzing (bounded)"

@@ -1,9 +1,11 @@
 // The store's schema as a list of migrations, shared by every backend. Migration N is the file
-// migrations/NNN_name.sql, compiled into the binary at build time (see storage/CMakeLists.txt);
-// a database at schema vK has had migrations 1..K applied, and records each in the table
+// migrations/NNN_name.sql, compiled into the binary at build time (see storage/CMakeLists.txt),
+// and, where SQL differs between backends, NNN_name.sqlite.sql and NNN_name.postgres.sql, which
+// only that backend runs, right after the shared file and in the same transaction. A database at
+// schema vK has had migrations 1..K applied, and records each in the table
 // kSchemaVersionTableSql creates.
 //
-// To change the schema, add the next file (e.g. 002_offer_index.sql); never edit an applied one.
+// To change the schema, add the next file (e.g. 003_offer_index.sql); never edit an applied one.
 #ifndef SUANLI_STORAGE_MIGRATIONS_MIGRATIONS_H_
 #define SUANLI_STORAGE_MIGRATIONS_MIGRATIONS_H_
 
@@ -14,9 +16,11 @@
 namespace suanli::storage {
 
 struct Migration {
-  int64_t version = 0;         // 1, 2, ...: the file's number
-  const char* name = nullptr;  // the file's name without ".sql", e.g. "001_initial"
-  const char* sql = nullptr;   // the file's text: one or more statements separated by ';'
+  int64_t version = 0;            // 1, 2, ...: the file's number
+  const char* name = nullptr;     // the file's name without ".sql", e.g. "001_initial"
+  const char* sql = nullptr;      // the file's text: one or more statements separated by ';'
+  const char* sqlite_sql = "";    // NNN_name.sqlite.sql, or "" when there is none
+  const char* postgres_sql = "";  // NNN_name.postgres.sql, or "" when there is none
 };
 
 // Every migration this build knows, in version order, versions 1..N without gaps.

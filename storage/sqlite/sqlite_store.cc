@@ -13,9 +13,11 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "storage/claim_rules.h"
 #include "storage/migrations/migrations.h"
 
 namespace suanli::storage {
@@ -237,6 +239,10 @@ constexpr char kUpsertAllocation[] =
     "ON CONFLICT (id) DO UPDATE SET "
     "buyer_id = excluded.buyer_id, state = excluded.state, payload = excluded.payload, "
     "held_end_us = excluded.held_end_us, offer_ids = excluded.offer_ids";
+constexpr char kDeleteClaims[] = "DELETE FROM allocation_claims WHERE allocation_id = ?1";
+constexpr char kInsertClaim[] =
+    "INSERT INTO allocation_claims (allocation_id, node_id, node_gpus, gpus, from_us, until_us) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 constexpr char kInsertIdempotency[] =
     "INSERT INTO idempotency (buyer_id, idem_key, request, allocation_id, rejection) "
     "VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -251,9 +257,13 @@ constexpr char kSelectAllocations[] =
 constexpr char kSelectIdempotency[] =
     "SELECT buyer_id, idem_key, request, allocation_id, rejection FROM idempotency "
     "ORDER BY buyer_id, idem_key";
+constexpr char kSelectClaims[] =
+    "SELECT allocation_id, node_id, node_gpus, gpus, from_us, until_us FROM allocation_claims "
+    "ORDER BY allocation_id, node_id";
 
 // Writes every row of the batch inside the caller's transaction; stops at the first error.
 absl::Status WriteRows(const Db& db, const Batch& batch) {
+  if (absl::Status s = CheckClaims(db.name, batch); !s.ok()) return s;
   if (!batch.accounts.empty()) {
     absl::StatusOr<Statement> stmt = Statement::Prepare(db, kUpsertAccount);
     if (!stmt.ok()) return stmt.status();
@@ -326,6 +336,36 @@ absl::Status WriteRows(const Db& db, const Batch& batch) {
       stmt->BindText(6, row.offer_ids);
       absl::Status s = RunOnce(db, *stmt, absl::StrCat("allocation ", row.id),
                                {SQLITE_CONSTRAINT_CHECK, "an allocation id must be above 0"});
+      if (!s.ok()) return s;
+    }
+
+    // Every claim the batch replaces goes before any is inserted: the oversell trigger runs
+    // after each row, and then sees only a subset of the final claims.
+    absl::StatusOr<Statement> drop = Statement::Prepare(db, kDeleteClaims);
+    if (!drop.ok()) return drop.status();
+    absl::flat_hash_set<int64_t> dropped;
+    for (const AllocationRow& row : batch.allocations) {
+      if (!dropped.insert(row.id).second) continue;
+      drop->BindInt(1, row.id);
+      absl::Status s = RunOnce(db, *drop, absl::StrCat("claims of allocation ", row.id));
+      if (!s.ok()) return s;
+    }
+  }
+
+  if (!batch.claims.empty()) {
+    absl::StatusOr<Statement> stmt = Statement::Prepare(db, kInsertClaim);
+    if (!stmt.ok()) return stmt.status();
+    for (const ClaimRow& row : batch.claims) {
+      stmt->BindInt(1, row.allocation_id);
+      stmt->BindText(2, row.node_id);
+      stmt->BindInt(3, row.node_gpus);
+      stmt->BindInt(4, row.gpus);
+      stmt->BindTime(5, row.from);
+      stmt->BindTime(6, row.until);
+      absl::Status s = RunOnce(
+          db, *stmt,
+          absl::StrCat("claim of allocation ", row.allocation_id, " on node ", Quote(row.node_id)),
+          {SQLITE_CONSTRAINT_TRIGGER, "the node would be oversold"});
       if (!s.ok()) return s;
     }
   }
@@ -403,13 +443,23 @@ absl::Status ReadAll(const Db& db, Contents& out) {
     row.offer_ids = r.Bytes(5);
   });
   if (!s.ok()) return s;
-  return ForEachRow(db, kSelectIdempotency, [&](RowReader& r) {
+  s = ForEachRow(db, kSelectIdempotency, [&](RowReader& r) {
     IdempotencyRow& row = out.idempotency.emplace_back();
     row.buyer_id = r.Bytes(0);
     row.key = r.Bytes(1);
     row.request = r.Bytes(2);
     row.allocation_id = r.Int(3);
     row.rejection = r.Bytes(4);
+  });
+  if (!s.ok()) return s;
+  return ForEachRow(db, kSelectClaims, [&](RowReader& r) {
+    ClaimRow& row = out.claims.emplace_back();
+    row.allocation_id = r.Int(0);
+    row.node_id = r.Bytes(1);
+    row.node_gpus = r.Int32(2);
+    row.gpus = r.Int32(3);
+    row.from = r.Time(4);
+    row.until = r.Time(5);
   });
 }
 
@@ -436,6 +486,9 @@ absl::StatusOr<int64_t> Migrate(const Db& db) {
     for (const Migration& m : Migrations()) {
       if (m.version <= current) continue;
       step = db.Exec(m.sql, absl::StrCat("applying migration ", m.name));
+      if (step.ok() && *m.sqlite_sql != '\0') {
+        step = db.Exec(m.sqlite_sql, absl::StrCat("applying migration ", m.name, ".sqlite"));
+      }
       if (step.code() == absl::StatusCode::kInternal) {
         // The SQL did not fit the database: e.g. a table of that name exists already.
         return absl::FailedPreconditionError(

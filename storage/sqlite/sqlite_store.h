@@ -8,7 +8,9 @@
 //
 // Rules beyond store.h's: an API key's account_id must name a stored account (or one earlier in
 // the same batch), else INVALID_ARGUMENT. Times are kept to the microsecond (finer parts are
-// dropped, rounding down); absl::InfiniteFuture() and absl::InfinitePast() round-trip.
+// dropped, rounding down); absl::InfiniteFuture() and absl::InfinitePast() round-trip. The
+// oversell rule of claims is a trigger in the database (see
+// migrations/002_allocation_claims.sqlite.sql), so it holds for rows other tools write too.
 //
 // Thread safety: not thread-safe; one thread at a time (as the Store interface says). One
 // process should write a database at a time (SQLite's locks make a second writer wait, up to a

@@ -158,15 +158,20 @@ inline std::string BinPath(const std::string& name) {
 // A suanlid process (for kill -9 and signals).
 class BrokerProcess {
  public:
-  BrokerProcess(const TempDir& dir, int port, std::vector<std::string> extra = {})
-      : dir_(dir), port_(port), extra_(std::move(extra)) {}
+  // `store` defaults to an SQLite file in `dir`.
+  BrokerProcess(const TempDir& dir, int port, std::vector<std::string> extra = {},
+                std::string store = "")
+      : dir_(dir),
+        port_(port),
+        extra_(std::move(extra)),
+        store_(store.empty() ? absl::StrCat("sqlite:", dir.File("suanli.db")) : std::move(store)) {}
   ~BrokerProcess() {
     if (pid_ > 0) Kill(SIGKILL);
   }
   // Starts suanlid and waits until it answers a ping (at most 30 s).
   void Start() {
     std::vector<std::string> args = {BinPath("suanlid"), absl::StrCat("--listen=127.0.0.1:", port_),
-                                     absl::StrCat("--store=sqlite:", dir_.File("suanli.db")),
+                                     absl::StrCat("--store=", store_),
                                      absl::StrCat("--admin-key-file=", dir_.File("admin.key"))};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
@@ -212,6 +217,7 @@ class BrokerProcess {
   const TempDir& dir_;
   int port_;
   std::vector<std::string> extra_;
+  std::string store_;
   pid_t pid_ = -1;
 };
 

@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/harness.h"
+#include "tests/storage/postgres_server.h"
 
 namespace suanli::e2e {
 namespace {
@@ -77,9 +78,98 @@ void Load(int port, const std::string& key, int worker, std::atomic<bool>* stop,
   }
 }
 
-TEST(Process, KillNineUnderLoadLosesNothingAcknowledged) {
-  TempDir dir;
-  BrokerProcess p(dir, FreePort());
+// Every acknowledged allocation is there as last acknowledged (or changed since only by a call
+// sent before the crash whose answer was lost), and no idempotency key made two allocations.
+void CheckAcknowledged(int port, const std::vector<std::string>& keys, Acked& acked) {
+  // Every acknowledged allocation is there as last acknowledged (or ended since by its clock),
+  // and a key never made two allocations.
+  std::map<std::string, std::string> owner;  // allocation id -> buyer key
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::unique_ptr<Client> b = Connect(port, keys[i]);
+    v1::ListAllocationsRequest l;
+    l.set_include_ended(true);
+    l.mutable_page()->set_page_size(1000);
+    for (;;) {
+      absl::StatusOr<v1::ListAllocationsResponse> page = b->ListAllocations(l);
+      ASSERT_TRUE(page.ok()) << page.status();
+      for (const v1::Allocation& a : page->allocations()) owner[a.id()] = keys[i];
+      if (page->next_page_token().empty()) break;
+      l.mutable_page()->set_page_token(page->next_page_token());
+    }
+  }
+  std::set<std::string> keys_seen;
+  int checked = 0;
+  for (const auto& [id, a] : acked.allocations) {
+    ASSERT_TRUE(owner.count(id)) << "acknowledged allocation " << id << " was lost";
+    std::unique_ptr<Client> b = Connect(port, owner[id]);
+    v1::GetAllocationRequest g;
+    g.set_allocation_id(id);
+    absl::StatusOr<v1::Allocation> got = b->GetAllocation(g);
+    ASSERT_TRUE(got.ok()) << got.status();
+    std::string got_slices, acked_slices;
+    for (const v1::Slice& sl : got->slices()) got_slices += sl.SerializeAsString();
+    for (const v1::Slice& sl : a.slices()) acked_slices += sl.SerializeAsString();
+    EXPECT_EQ(got_slices, acked_slices) << id;
+    EXPECT_EQ(got->start().SerializeAsString(), a.start().SerializeAsString()) << id;
+    if (a.state() == v1::ALLOCATION_STATE_ENDED) {
+      EXPECT_EQ(got->SerializeAsString(), a.SerializeAsString()) << id;
+    } else if (got->state() == v1::ALLOCATION_STATE_ENDED) {
+      // Only a release sent before the kill (its answer lost) may have ended it.
+      EXPECT_EQ(got->end_reason(), v1::END_REASON_RELEASED) << id;
+    } else {
+      // An extension sent before the kill may have landed; nothing else moves the end.
+      EXPECT_GE(got->end().seconds(), a.end().seconds()) << id;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+  // A key never allocated twice: retried keys return the acknowledged allocation.
+  for (const auto& [idem, id] : acked.key_to_id) {
+    const std::string worker = idem.substr(1, idem.find('-') - 1);
+    const int w = std::stoi(worker) % 100;
+    std::unique_ptr<Client> b = Connect(port, keys[static_cast<size_t>(w)]);
+    v1::AllocateRequest r;
+    // Not the same request: the retry must be refused as a reused key, never granted anew.
+    r.mutable_request()->set_gpus(999);
+    r.mutable_request()->set_max_price_micros_per_gpu_hour(kPrice);
+    *r.mutable_request()->mutable_duration() = Dur(absl::Hours(1));
+    r.mutable_request()->set_idempotency_key(idem);
+    EXPECT_EQ(b->Allocate(r).status().code(), absl::StatusCode::kFailedPrecondition) << idem;
+    if (keys_seen.size() > 50) break;
+    keys_seen.insert(idem);
+  }
+}
+
+// The crash and outage tests run on each store: SQLite, and PostgreSQL when the test server of
+// tests/tools/with_postgres.sh is there (tests/run.sh runs them under it).
+class StoreProcess : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "postgres") {
+      const std::string why = storage::PostgresSkipReason();
+      if (!why.empty()) GTEST_SKIP() << why;
+      pg_ = std::make_unique<storage::PostgresTestDatabase>();
+    }
+  }
+  std::string StoreUrl() const {
+    return pg_ != nullptr ? pg_->url() : absl::StrCat("sqlite:", dir_.File("suanli.db"));
+  }
+  broker::BrokerOptions InProcess() const {
+    broker::BrokerOptions o = OptionsIn(dir_);
+    o.store_url = StoreUrl();
+    return o;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<storage::PostgresTestDatabase> pg_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreProcess, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(StoreProcess, KillNineUnderLoadLosesNothingAcknowledged) {
+  TempDir& dir = dir_;
+  BrokerProcess p(dir, FreePort(), {}, StoreUrl());
   p.Start();
   std::unique_ptr<Client> admin = Connect(p.port(), ReadAll(dir.File("admin.key")));
   std::unique_ptr<Client> op = Connect(p.port(), NewAccount(*admin, v1::ROLE_OPERATOR, "op"));
@@ -114,68 +204,70 @@ TEST(Process, KillNineUnderLoadLosesNothingAcknowledged) {
     p.Start();
   }
 
-  // Every acknowledged allocation is there as last acknowledged (or ended since by its clock),
-  // and a key never made two allocations.
-  std::map<std::string, std::string> owner;  // allocation id -> buyer key
-  for (size_t i = 0; i < keys.size(); ++i) {
-    std::unique_ptr<Client> b = Connect(p.port(), keys[i]);
-    v1::ListAllocationsRequest l;
-    l.set_include_ended(true);
-    l.mutable_page()->set_page_size(1000);
-    for (;;) {
-      absl::StatusOr<v1::ListAllocationsResponse> page = b->ListAllocations(l);
-      ASSERT_TRUE(page.ok()) << page.status();
-      for (const v1::Allocation& a : page->allocations()) owner[a.id()] = keys[i];
-      if (page->next_page_token().empty()) break;
-      l.mutable_page()->set_page_token(page->next_page_token());
-    }
-  }
-  std::set<std::string> keys_seen;
-  int checked = 0;
-  for (const auto& [id, a] : acked.allocations) {
-    ASSERT_TRUE(owner.count(id)) << "acknowledged allocation " << id << " was lost";
-    std::unique_ptr<Client> b = Connect(p.port(), owner[id]);
-    v1::GetAllocationRequest g;
-    g.set_allocation_id(id);
-    absl::StatusOr<v1::Allocation> got = b->GetAllocation(g);
-    ASSERT_TRUE(got.ok()) << got.status();
-    std::string got_slices, acked_slices;
-    for (const v1::Slice& sl : got->slices()) got_slices += sl.SerializeAsString();
-    for (const v1::Slice& sl : a.slices()) acked_slices += sl.SerializeAsString();
-    EXPECT_EQ(got_slices, acked_slices) << id;
-    EXPECT_EQ(got->start().SerializeAsString(), a.start().SerializeAsString()) << id;
-    if (a.state() == v1::ALLOCATION_STATE_ENDED) {
-      EXPECT_EQ(got->SerializeAsString(), a.SerializeAsString()) << id;
-    } else if (got->state() == v1::ALLOCATION_STATE_ENDED) {
-      // Only a release sent before the kill (its answer lost) may have ended it.
-      EXPECT_EQ(got->end_reason(), v1::END_REASON_RELEASED) << id;
-    } else {
-      // An extension sent before the kill may have landed; nothing else moves the end.
-      EXPECT_GE(got->end().seconds(), a.end().seconds()) << id;
-    }
-    ++checked;
-  }
-  EXPECT_GT(checked, 0);
-  // A key never allocated twice: retried keys return the acknowledged allocation.
-  for (const auto& [idem, id] : acked.key_to_id) {
-    const std::string worker = idem.substr(1, idem.find('-') - 1);
-    const int w = std::stoi(worker) % 100;
-    std::unique_ptr<Client> b = Connect(p.port(), keys[static_cast<size_t>(w)]);
-    v1::AllocateRequest r;
-    // Not the same request: the retry must be refused as a reused key, never granted anew.
-    r.mutable_request()->set_gpus(999);
-    r.mutable_request()->set_max_price_micros_per_gpu_hour(kPrice);
-    *r.mutable_request()->mutable_duration() = Dur(absl::Hours(1));
-    r.mutable_request()->set_idempotency_key(idem);
-    EXPECT_EQ(b->Allocate(r).status().code(), absl::StatusCode::kFailedPrecondition) << idem;
-    if (keys_seen.size() > 50) break;
-    keys_seen.insert(idem);
-  }
+  CheckAcknowledged(p.port(), keys, acked);
   p.Kill(SIGTERM);
 
   // Never oversold: the core's audit over the recovered state.
-  broker::BrokerOptions o = OptionsIn(dir);
-  absl::StatusOr<std::unique_ptr<broker::Broker>> b = broker::Broker::Start(o);
+  absl::StatusOr<std::unique_ptr<broker::Broker>> b = broker::Broker::Start(InProcess());
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<int64_t> violations = (*b)->engine().Run<int64_t>(
+      [](broker::Market& m, absl::Time, storage::Batch*) -> absl::StatusOr<int64_t> {
+        return m.Audit().violations;
+      });
+  ASSERT_TRUE(violations.ok());
+  EXPECT_EQ(*violations, 0);
+}
+
+TEST_P(StoreProcess, DatabaseOutageUnderLoadLosesNothingAndRecovers) {
+  if (GetParam() != "postgres") GTEST_SKIP() << "an embedded store has no server to lose";
+  BrokerProcess p(dir_, FreePort(), {}, StoreUrl());
+  p.Start();
+  std::unique_ptr<Client> admin = Connect(p.port(), ReadAll(dir_.File("admin.key")));
+  std::unique_ptr<Client> op = Connect(p.port(), NewAccount(*admin, v1::ROLE_OPERATOR, "op"));
+  SmallMarket(*op, "c1", 256, kPrice / 2);
+  constexpr int kWorkers = 8;
+  std::vector<std::string> keys;
+  keys.reserve(kWorkers);
+  for (int i = 0; i < kWorkers; ++i) {
+    keys.push_back(NewAccount(*admin, v1::ROLE_BUYER, absl::StrCat("buyer-", i)));
+  }
+  Acked acked;
+  for (int round = 0; round < 2; ++round) {
+    std::atomic<bool> stop{false};
+    std::atomic<int> acks{0};
+    std::vector<std::thread> workers;
+    workers.reserve(kWorkers);
+    for (int i = 0; i < kWorkers; ++i) {
+      workers.emplace_back(Load, p.port(), keys[static_cast<size_t>(i)], round * 100 + i, &stop,
+                           &acked, &acks);
+    }
+    while (acks.load() < 50) absl::SleepFor(absl::Milliseconds(1));
+    // The database goes away under load: every connection to it is cut and new ones refused.
+    const std::string db = pg_->name();
+    storage::PostgresExec(storage::PostgresAdminUrl(),
+                          absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS false"));
+    storage::PostgresExec(storage::PostgresAdminUrl(),
+                          absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE datname = '",
+                                       db, "' AND pid <> pg_backend_pid()"));
+    absl::SleepFor(absl::Seconds(2));
+    const int during = acks.load();
+    absl::SleepFor(absl::Milliseconds(500));
+    EXPECT_EQ(acks.load(), during) << "acknowledged while the database was away";
+    storage::PostgresExec(storage::PostgresAdminUrl(),
+                          absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS true"));
+    // It comes back by itself: calls succeed again without a restart of the broker.
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (acks.load() < during + 50 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_GE(acks.load(), during + 50) << "the broker did not resume after the database came back";
+    stop = true;
+    for (std::thread& t : workers) t.join();
+  }
+  CheckAcknowledged(p.port(), keys, acked);
+  p.Kill(SIGTERM);
+  absl::StatusOr<std::unique_ptr<broker::Broker>> b = broker::Broker::Start(InProcess());
   ASSERT_TRUE(b.ok()) << b.status();
   absl::StatusOr<int64_t> violations = (*b)->engine().Run<int64_t>(
       [](broker::Market& m, absl::Time, storage::Batch*) -> absl::StatusOr<int64_t> {

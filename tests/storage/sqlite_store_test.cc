@@ -152,13 +152,50 @@ TEST_F(SqliteStoreTest, FileHoldsWhatOtherToolsExpect) {
   RawDb raw(Path("suanli.db"));
   EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Query("SELECT version || ' ' || name FROM schema_version ORDER BY version"),
-            "1 001_initial");
+            "1 001_initial|2 002_allocation_claims");
   EXPECT_EQ(raw.Query("SELECT typeof(at_us) || ' ' || at_us FROM capacity_journal"),
             "integer 1800000000123456");
   EXPECT_EQ(raw.Query("SELECT typeof(payload) || ' ' || length(payload) FROM capacity_journal"),
             "blob 3");
   EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"),
-            "accounts|allocations|api_keys|capacity_journal|idempotency|schema_version");
+            "accounts|allocation_claims|allocations|api_keys|capacity_journal|idempotency|"
+            "schema_version");
+  EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"),
+            "allocation_claims_refuse_oversold_insert|allocation_claims_refuse_oversold_update");
+}
+
+// A database of an older build (schema v1) gets the migrations it lacks and keeps its rows.
+TEST_F(SqliteStoreTest, OlderSchemaIsUpgradedKeepingItsRows) {
+  {
+    RawDb raw(Path("v1.db"));
+    ASSERT_EQ(raw.Exec(kSchemaVersionTableSql), "");
+    ASSERT_EQ(raw.Exec(Migrations()[0].sql), "");
+    ASSERT_EQ(raw.Exec("INSERT INTO schema_version VALUES (1, '001_initial');"
+                       "INSERT INTO allocations VALUES (7, 'b1', 2, x'00ff', 5, 'o1')"),
+              "");
+  }
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("v1.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT((*store)->Describe(), HasSubstr(absl::StrCat("(schema v", LatestSchemaVersion())));
+  absl::StatusOr<Contents> contents = (*store)->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  ASSERT_EQ(contents->allocations.size(), 1u);
+  EXPECT_EQ(contents->allocations[0].payload, std::string("\0\xff", 2));
+  // The new rules hold for the old rows' allocations.
+  Batch b;
+  b.allocations = {contents->allocations[0]};
+  b.claims = {{7, "n1", 4, 4, absl::FromUnixMicros(0), absl::FromUnixMicros(10)}};
+  EXPECT_TRUE((*store)->Commit(b).ok());
+  b.claims = {{7, "n1", 4, 4, absl::FromUnixMicros(0), absl::FromUnixMicros(10)},
+              {7, "n2", 4, 4, absl::FromUnixMicros(0), absl::FromUnixMicros(10)}};
+  b.allocations.push_back({8, "b1", 2, "", absl::UnixEpoch(), ""});
+  b.claims.push_back({8, "n1", 4, 1, absl::FromUnixMicros(9), absl::FromUnixMicros(20)});
+  absl::Status s = (*store)->Commit(b);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("claim of allocation 8 on node \"n1\": the node would be oversold"));
+  RawDb raw(Path("v1.db"));
+  EXPECT_EQ(raw.Query("SELECT version FROM schema_version ORDER BY version"), "1|2");
 }
 
 TEST_F(SqliteStoreTest, EmptyFileIsGivenTheLatestSchema) {

@@ -1,6 +1,8 @@
 // The Store contract (storage/store.h), run against every backend, and OpenStore's handling of
 // URLs. A backend joins the contract with a Backend factory and one INSTANTIATE_TEST_SUITE_P line
-// at the end of this file.
+// at the end of this file. The PostgreSQL cases run against the server SUANLI_TEST_PG_URL names
+// (tests/tools/with_postgres.sh sets it), each in a database of its own; without it they are
+// skipped.
 //
 // Beyond store.h the contract pins down: times round-trip to the microsecond, including
 // absl::InfiniteFuture() and absl::InfinitePast(); an API key must belong to a stored account.
@@ -31,6 +33,7 @@
 #include "gtest/gtest.h"
 #include "storage/migrations/migrations.h"
 #include "storage/store.h"
+#include "tests/storage/postgres_server.h"
 #include "tests/storage/temp_dir.h"
 
 namespace suanli::storage {
@@ -42,9 +45,11 @@ using ::testing::Not;
 // How a backend takes part in the contract.
 struct Backend {
   std::string name;
+  // Why the backend cannot be tested in this run (its tests are then skipped), or "".
+  std::function<std::string()> skip_reason;
   // The URL of a fresh, empty store. A backend that keeps files keeps them under `dir`, which
-  // the test removes afterwards.
-  std::function<std::string(const std::string& dir)> fresh_url;
+  // the test removes afterwards; anything else the store needs lives as long as `*keep`.
+  std::function<std::string(const std::string& dir, std::shared_ptr<void>* keep)> fresh_url;
   // Records schema `version` as applied in the (closed) store at `url`, as a newer build would.
   std::function<void(const std::string& url, int64_t version)> mark_schema_version;
 };
@@ -54,7 +59,10 @@ void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
 Backend SqliteBackend() {
   return {
       "Sqlite",
-      [](const std::string& dir) { return absl::StrCat("sqlite:", dir, "/suanli.db"); },
+      [] { return std::string(); },
+      [](const std::string& dir, std::shared_ptr<void>*) {
+        return absl::StrCat("sqlite:", dir, "/suanli.db");
+      },
       [](const std::string& url, int64_t version) {
         absl::string_view path = url;
         ASSERT_TRUE(absl::ConsumePrefix(&path, "sqlite:"));
@@ -66,6 +74,24 @@ Backend SqliteBackend() {
         int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
         EXPECT_EQ(rc, SQLITE_OK) << sqlite3_errmsg(db);
         sqlite3_close(db);
+      },
+  };
+}
+
+// A database of its own on the test server for each test, dropped afterwards.
+Backend PostgresBackend() {
+  return {
+      "Postgres",
+      PostgresSkipReason,
+      [](const std::string&, std::shared_ptr<void>* keep) {
+        auto db = std::make_shared<PostgresTestDatabase>();
+        std::string url = db->url();
+        *keep = std::move(db);
+        return url;
+      },
+      [](const std::string& url, int64_t version) {
+        PostgresExec(url, absl::StrCat("INSERT INTO schema_version (version, name) VALUES (",
+                                       version, ", 'from the future')"));
       },
   };
 }
@@ -124,6 +150,11 @@ std::string Dump(const IdempotencyRow& r) {
                       " request=", Show(r.request), " allocation_id=", r.allocation_id,
                       " rejection=", Show(r.rejection), "\n");
 }
+std::string Dump(const ClaimRow& r) {
+  return absl::StrCat("claim allocation_id=", r.allocation_id, " node_id=", Show(r.node_id),
+                      " node_gpus=", r.node_gpus, " gpus=", r.gpus, " from=", Show(r.from),
+                      " until=", Show(r.until), "\n");
+}
 template <typename Row>
 std::string Dump(const std::vector<Row>& rows) {
   std::string out;
@@ -132,7 +163,7 @@ std::string Dump(const std::vector<Row>& rows) {
 }
 std::string Dump(const Contents& c) {
   return absl::StrCat(Dump(c.accounts), Dump(c.api_keys), Dump(c.capacity), Dump(c.allocations),
-                      Dump(c.idempotency));
+                      Dump(c.idempotency), Dump(c.claims));
 }
 
 AccountRow Account(std::string id, std::string name, int32_t role = 1) {
@@ -151,6 +182,11 @@ AllocationRow Allocation(int64_t id, int32_t state = 2) {
 IdempotencyRow Idempotency(std::string buyer_id, std::string key, int64_t allocation_id = 1) {
   return {std::move(buyer_id), std::move(key), Blob(allocation_id, 20), allocation_id, ""};
 }
+// Allocation `id` takes `gpus` of the 8 GPUs of `node` over [from_us, until_us).
+ClaimRow Claim(int64_t id, std::string node, int32_t gpus, int64_t from_us, int64_t until_us,
+               int32_t node_gpus = 8) {
+  return {id, std::move(node), node_gpus, gpus, Micros(from_us), Micros(until_us)};
+}
 
 // Valid rows of every kind but capacity, named after `tag`, that a store holding only rows
 // named after other tags accepts.
@@ -166,8 +202,9 @@ Batch OtherRows(absl::string_view tag, int64_t allocation_id) {
 class StoreContractTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
+    if (std::string why = GetParam().skip_reason(); !why.empty()) GTEST_SKIP() << why;
     ASSERT_FALSE(dir_.path().empty()) << "cannot make a temporary directory";
-    url_ = GetParam().fresh_url(dir_.path());
+    url_ = GetParam().fresh_url(dir_.path(), &keep_);
     Reopen();
   }
 
@@ -201,6 +238,7 @@ class StoreContractTest : public ::testing::TestWithParam<Backend> {
   }
 
   TempDir dir_;
+  std::shared_ptr<void> keep_;  // declared before store_, so that it goes after it
   std::string url_;
   std::unique_ptr<Store> store_;
 };
@@ -261,13 +299,14 @@ TEST_P(StoreContractTest, LargeBlobsRoundTrip) {
 
 TEST_P(StoreContractTest, LoadOrdersEachKindByItsKey) {
   Batch b1;
-  for (const char* id : {"b", "c", "a"}) {
+  for (const char* id : {"b", "c", "a", "Z"}) {
     b1.accounts.push_back(Account(id, absl::StrCat("name-", id)));
   }
-  for (const char* id : {"k2", "k10", "k1"}) b1.api_keys.push_back(ApiKey(id, "a"));
+  for (const char* id : {"k2", "k10", "k1", "K9"}) b1.api_keys.push_back(ApiKey(id, "a"));
   b1.capacity = {Capacity(3), Capacity(7)};
   for (int64_t id : {100, 2, 30}) b1.allocations.push_back(Allocation(id));
-  b1.idempotency = {Idempotency("b2", "k1"), Idempotency("b1", "k2"), Idempotency("b1", "k1")};
+  b1.idempotency = {Idempotency("b2", "k1"), Idempotency("b1", "k2"), Idempotency("b1", "k1"),
+                    Idempotency("b1", "K1"), Idempotency("B3", "k1")};
   MustCommit(b1);
   Batch b2;
   b2.capacity = {Capacity(10), Capacity(11)};
@@ -284,11 +323,11 @@ TEST_P(StoreContractTest, LoadOrdersEachKindByItsKey) {
   for (const IdempotencyRow& r : c.idempotency) {
     idempotency.push_back(absl::StrCat(r.buyer_id, "/", r.key));
   }
-  EXPECT_THAT(accounts, ::testing::ElementsAre("a", "b", "c"));
-  EXPECT_THAT(keys, ::testing::ElementsAre("k1", "k10", "k2"));
+  EXPECT_THAT(accounts, ::testing::ElementsAre("Z", "a", "b", "c"));  // bytewise
+  EXPECT_THAT(keys, ::testing::ElementsAre("K9", "k1", "k10", "k2"));
   EXPECT_THAT(seqs, ::testing::ElementsAre(3, 7, 10, 11));
   EXPECT_THAT(allocations, ::testing::ElementsAre(1, 2, 30, 100));  // numbers, not text
-  EXPECT_THAT(idempotency, ::testing::ElementsAre("b1/k1", "b1/k2", "b2/k1"));
+  EXPECT_THAT(idempotency, ::testing::ElementsAre("B3/k1", "b1/K1", "b1/k1", "b1/k2", "b2/k1"));
 }
 
 TEST_P(StoreContractTest, AccountsAreReplacedById) {
@@ -483,6 +522,124 @@ TEST_P(StoreContractTest, SchemaNewerThanThisBuildIsRefused) {
                                      LatestSchemaVersion(), "); upgrade suanlid")));
 }
 
+TEST_P(StoreContractTest, ClaimsRoundTripAndAreReplacedWithTheirAllocation) {
+  Batch b;
+  b.allocations = {Allocation(2), Allocation(1)};
+  b.claims = {Claim(2, "n-b", 3, 100, 200), Claim(1, "n-z", 8, 0, 1'000'000),
+              Claim(2, "n-a", 1, 100, 200, 4)};
+  MustCommit(b);
+  Contents c = MustLoad();
+  EXPECT_EQ(Dump(c.claims), Dump(std::vector<ClaimRow>{b.claims[1], b.claims[2], b.claims[0]}));
+
+  // Writing an allocation again replaces its claims: here allocation 2 ended and claims nothing,
+  // and allocation 1 was extended. Claims of allocations the batch does not write stay.
+  Batch next;
+  next.allocations = {Allocation(2, 5), Allocation(1), Allocation(3)};
+  next.claims = {Claim(1, "n-z", 8, 0, 2'000'000)};
+  MustCommit(next);
+  Batch other;
+  other.allocations = {Allocation(4)};
+  other.claims = {Claim(4, "n-b", 8, 100, 200)};  // allocation 2's GPUs are free again
+  MustCommit(other);
+  EXPECT_EQ(Dump(MustLoad().claims), Dump(std::vector<ClaimRow>{next.claims[0], other.claims[0]}));
+  Reopen();
+  EXPECT_EQ(Dump(MustLoad().claims), Dump(std::vector<ClaimRow>{next.claims[0], other.claims[0]}));
+}
+
+// No node is ever stored with more GPUs claimed at some instant than it has: across batches,
+// inside one batch, at the edges of intervals (which are half-open), and against the smallest
+// node_gpus a claim states.
+TEST_P(StoreContractTest, OversoldNodeIsRejected) {
+  Batch b;
+  b.allocations = {Allocation(1), Allocation(2)};
+  b.claims = {Claim(1, "n1", 6, 0, 100), Claim(2, "n1", 2, 50, 150)};  // 8 of 8 over [50, 100)
+  MustCommit(b);
+
+  struct Case {
+    std::string name;
+    std::vector<ClaimRow> claims;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"one GPU more inside", {Claim(3, "n1", 1, 99, 200)}},
+           {"covers everything", {Claim(3, "n1", 1, -1000, 1000)}},
+           {"starts before, ends inside", {Claim(3, "n1", 1, 10, 51)}},
+           {"two in one batch", {Claim(3, "n1", 1, 150, 300), Claim(4, "n1", 8, 200, 250)}},
+           {"the node has fewer GPUs", {Claim(3, "n1", 1, 0, 10, 6)}},
+       }) {
+    SCOPED_TRACE(c.name);
+    Batch bad = OtherRows("bad", 3);
+    bad.allocations.push_back(Allocation(4));
+    bad.claims = c.claims;
+    ExpectRejected(bad, "oversold");
+  }
+
+  Batch edges;
+  edges.allocations = {Allocation(3), Allocation(4), Allocation(5)};
+  edges.claims = {Claim(3, "n1", 2, 100, 200),  // starts where allocation 1 ends
+                  Claim(4, "n1", 6, 150, 300),  // where 2 ends
+                  Claim(5, "n2", 8, 0, 100)};   // another node
+  MustCommit(edges);
+  // An allocation that ends frees its GPUs in the same batch that sells them again.
+  Batch resell;
+  resell.allocations = {Allocation(1, 5), Allocation(6)};
+  resell.claims = {Claim(6, "n1", 6, 0, 100)};
+  MustCommit(resell);
+  EXPECT_EQ(MustLoad().claims.size(), 5u);
+}
+
+TEST_P(StoreContractTest, MalformedClaimsAreRejected) {
+  for (const auto& [claim, why] : std::vector<std::pair<ClaimRow, std::string>>{
+           {Claim(9, "n1", 1, 0, 10), "does not write that allocation"},
+           {Claim(1, "", 1, 0, 10), "names no node"},
+           {Claim(1, "n1", 0, 0, 10), "gpus 0 is not in 1..8"},
+           {Claim(1, "n1", 9, 0, 10), "gpus 9 is not in 1..8"},
+           {Claim(1, "n1", 1, 0, 10, 0), "node_gpus 0"},
+           {Claim(1, "n1", 1, 10, 10), "end after it starts"},
+           {{1, "n1", 8, 1, absl::UnixEpoch(), absl::InfiniteFuture()}, "finite"},
+       }) {
+    SCOPED_TRACE(why);
+    Batch b = OtherRows("x", 1);
+    b.claims = {claim};
+    ExpectRejected(b, why);
+  }
+  Batch twice = OtherRows("x", 1);
+  twice.claims = {Claim(1, "n1", 1, 0, 10), Claim(1, "n1", 1, 20, 30)};
+  ExpectRejected(twice, "second claim on that node");
+}
+
+// Thousands of rows of every kind in one batch (more than one statement's worth, for backends
+// that group rows), with ids repeated far apart.
+TEST_P(StoreContractTest, LargeBatchRoundTrips) {
+  constexpr int64_t kRows = 2500;
+  Batch b;
+  for (int64_t i = 1; i <= kRows; ++i) {
+    const std::string tag = absl::StrFormat("%05d", i);
+    b.accounts.push_back(Account("a" + tag, "name-" + tag));
+    b.api_keys.push_back(ApiKey("k" + tag, "a" + tag));
+    b.capacity.push_back(Capacity(i));
+    b.allocations.push_back(Allocation(i));
+    b.idempotency.push_back(Idempotency("buyer-1", "idem-" + tag, i));
+    b.claims.push_back(Claim(i, "node-" + tag, 1 + i % 8, i, i + 10));
+  }
+  // Replacements of early rows at the end: the last write of an id wins.
+  b.accounts.push_back(Account("a00001", "renamed"));
+  b.allocations.push_back(Allocation(1, 5));
+  MustCommit(b);
+
+  Contents c = MustLoad();
+  ASSERT_EQ(c.accounts.size(), kRows);
+  EXPECT_EQ(c.accounts[0].name, "renamed");
+  EXPECT_EQ(c.api_keys.size(), kRows);
+  EXPECT_EQ(c.capacity.size(), kRows);
+  ASSERT_EQ(c.allocations.size(), kRows);
+  EXPECT_EQ(c.allocations[0].state, 5);
+  EXPECT_EQ(Dump(c.allocations[kRows - 1]), Dump(Allocation(kRows)));
+  EXPECT_EQ(c.idempotency.size(), kRows);
+  // An allocation's claims are all those the batch lists for it, however often it is written.
+  ASSERT_EQ(c.claims.size(), kRows);
+  EXPECT_EQ(Dump(c.claims[0]), Dump(b.claims[0]));
+}
+
 // Batch `i` of the crash test: one row of every kind named after i, and a replacement of the
 // account "counter" whose creation time is i microseconds.
 Batch CrashBatch(int64_t i) {
@@ -494,6 +651,9 @@ Batch CrashBatch(int64_t i) {
   b.capacity.push_back({i, 1, "acct-" + tag, Micros(i), Blob(i, 2048)});
   b.allocations.push_back({i, "acct-" + tag, 2, Blob(-i, 2048), Micros(i), "o-" + tag});
   b.idempotency.push_back({"acct-" + tag, "k", Blob(i, 64), i, ""});
+  // Claims that never overlap, so that the oversell check runs on every batch.
+  b.claims.push_back({i, absl::StrCat("node-", i % 7), 8, static_cast<int32_t>(1 + i % 8),
+                      Micros(i), Micros(i + 1)});
   return b;
 }
 
@@ -507,6 +667,7 @@ Contents AfterCrashBatches(int64_t n) {
     c.capacity.push_back(b.capacity[0]);
     c.allocations.push_back(b.allocations[0]);
     c.idempotency.push_back(b.idempotency[0]);
+    c.claims.push_back(b.claims[0]);
   }
   if (n > 0) c.accounts.push_back(CrashBatch(n).accounts[1]);
   return c;
@@ -572,6 +733,7 @@ TEST_P(StoreContractTest, KillDuringCommitsLosesNoAcknowledgedBatch) {
   ASSERT_EQ(c.api_keys.size(), want.api_keys.size());
   ASSERT_EQ(c.allocations.size(), want.allocations.size());
   ASSERT_EQ(c.idempotency.size(), want.idempotency.size());
+  ASSERT_EQ(c.claims.size(), want.claims.size());
   for (size_t i = 0; i < want.accounts.size(); ++i) {
     ASSERT_EQ(Dump(c.accounts[i]), Dump(want.accounts[i]));
   }
@@ -580,6 +742,7 @@ TEST_P(StoreContractTest, KillDuringCommitsLosesNoAcknowledgedBatch) {
     ASSERT_EQ(Dump(c.api_keys[i]), Dump(want.api_keys[i]));
     ASSERT_EQ(Dump(c.allocations[i]), Dump(want.allocations[i]));
     ASSERT_EQ(Dump(c.idempotency[i]), Dump(want.idempotency[i]));
+    ASSERT_EQ(Dump(c.claims[i]), Dump(want.claims[i]));
   }
 
   // The store goes on from where it stopped.
@@ -588,6 +751,10 @@ TEST_P(StoreContractTest, KillDuringCommitsLosesNoAcknowledgedBatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sqlite, StoreContractTest, ::testing::Values(SqliteBackend()),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param.name;
+                         });
+INSTANTIATE_TEST_SUITE_P(Postgres, StoreContractTest, ::testing::Values(PostgresBackend()),
                          [](const ::testing::TestParamInfo<Backend>& info) {
                            return info.param.name;
                          });
@@ -605,8 +772,7 @@ TEST(OpenStoreTest, MalformedUrlsAreRejectedWithTheAcceptedForms) {
            {"var/suanli.db", "did you mean \"sqlite:var/suanli.db\"?"},
            {"SQLITE:/tmp/x.db", "scheme \"SQLITE:\" is not known"},
            {"mysql://root:hunter2@db/suanli", "scheme \"mysql:\" is not known"},
-           {"postgresql://suanli:hunter2@db:5432/suanli", "PostgreSQL backend is not built yet"},
-           {"postgres://suanli:hunter2@db/suanli", "PostgreSQL backend is not built yet"},
+           {"postgresql:/suanli:hunter2@db/suanli", "scheme \"postgresql:\" is not known"},
        }) {
     SCOPED_TRACE(c.url);
     absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(c.url);
@@ -615,8 +781,39 @@ TEST(OpenStoreTest, MalformedUrlsAreRejectedWithTheAcceptedForms) {
     const std::string message(store.status().message());
     EXPECT_THAT(message, HasSubstr(c.why));
     EXPECT_THAT(message, HasSubstr("accepted forms: sqlite:PATH"));
+    EXPECT_THAT(message, HasSubstr("postgresql://USER@HOST:PORT/DB"));
     EXPECT_THAT(message, Not(HasSubstr("hunter2"))) << "a password was repeated";
   }
+}
+
+// URLs libpq cannot parse: INVALID_ARGUMENT without contacting anything, and without repeating
+// the password.
+TEST(OpenStoreTest, MalformedPostgresUrlsAreRejected) {
+  for (const std::string url : {
+           "postgresql://suanli:hunter2@db:5432/suanli?hunter2=1",
+           "postgres://suanli:hunter2@db:5432/suanli?sslmode=hunter2&x",
+           "postgresql://suanli:hunter2@[db/suanli",
+           "postgresql://suanli:hunter2@db:5432/suanli?password=%zzhunter2",
+       }) {
+    SCOPED_TRACE(url);
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(url);
+    ASSERT_FALSE(store.ok());
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument) << store.status();
+    const std::string message(store.status().message());
+    EXPECT_THAT(message, HasSubstr("libpq cannot parse it"));
+    EXPECT_THAT(message, Not(HasSubstr("hunter2"))) << "a password was repeated";
+  }
+}
+
+// A server that cannot be reached: UNAVAILABLE (retrying may work), without the password.
+TEST(OpenStoreTest, UnreachablePostgresIsUnavailable) {
+  absl::StatusOr<std::unique_ptr<Store>> store =
+      OpenStore("postgresql://suanli:hunter2@127.0.0.1:1/suanli");
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable) << store.status();
+  const std::string message(store.status().message());
+  EXPECT_THAT(message, HasSubstr("postgresql://suanli@127.0.0.1:1/suanli"));
+  EXPECT_THAT(message, Not(HasSubstr("hunter2"))) << "a password was repeated";
 }
 
 TEST(OpenStoreTest, SqliteUrlsWithoutAPathAreRejected) {
