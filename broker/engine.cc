@@ -87,7 +87,7 @@ Engine::~Engine() { Stop(); }
 absl::Status Engine::LoadMarket(absl::Time now, std::vector<v1::Allocation>* changed) {
   absl::StatusOr<storage::Contents> contents = store_->Load();
   if (!contents.ok()) return contents.status();
-  auto market = std::make_unique<Market>(keys_);
+  auto market = std::make_unique<Market>(keys_, MarketOptions{options_.commission_bps});
   storage::Batch batch;
   if (absl::Status s = market->Load(*contents, now, &batch); !s.ok()) return s;
   market->Seal(&batch);

@@ -72,6 +72,8 @@ class Engine {
     int max_batch = 4096;  // most commands decided in one batch (one commit)
     // Searches see capacity at most this old.
     absl::Duration catalog_refresh = absl::Milliseconds(100);
+    // The broker's commission on every sale, in basis points (0..10000): 800 is 8%.
+    int commission_bps = kDefaultCommissionBps;
   };
   // What the engine has done since it started.
   struct Stats {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -148,13 +149,23 @@ std::optional<v1::Rejection> RejectionOf(const absl::Status& status) {
   return r;
 }
 
-Market::Market(KeyRing* keys) : keys_(keys), core_(std::make_unique<scheduler::Matcher>()) {}
+Market::Market(KeyRing* keys, MarketOptions options)
+    : keys_(keys), options_(options), core_(std::make_unique<scheduler::Matcher>()) {
+  options_.commission_bps = std::clamp(options_.commission_bps, 0, kMaxCommissionBps);
+}
 Market::~Market() = default;
 
 // ------------------------------------------------------------------------------------ loading
 
 absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
                           storage::Batch* batch) {
+  // The books first: restoring allocations below may post entries on top of them.
+  for (const storage::LedgerEntryRow& e : contents.ledger) {
+    ledger_seq_ = std::max(ledger_seq_, e.id);
+    Books& posted = posted_[static_cast<uint64_t>(e.allocation_id)];
+    for (const storage::LedgerLeg& leg : e.legs) posted[leg.account] += leg.amount_micros;
+    ledger_.push_back(e);
+  }
   for (const storage::AccountRow& row : contents.accounts) {
     v1::Account a;
     a.set_id(row.id);
@@ -238,9 +249,9 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
     if (restored->state != AllocationState::kEnded &&
         StateToProto(restored->state) != stored.a.state()) {
       stored.a.set_state(StateToProto(restored->state));
-      Persist(id, batch);
+      Persist(id, now, batch);
     } else if (!claimed.contains(row.id)) {
-      Persist(id, batch);  // stored before the store kept claims: write them now
+      Persist(id, now, batch);  // stored before the store kept claims: write them now
     }
   }
   for (const storage::IdempotencyRow& row : contents.idempotency) {
@@ -250,6 +261,9 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
   core_->ReserveIds(max_id + 1);
   core_->Advance(now);
   DrainEvents(batch);
+  // Books of allocations stored before the ledger existed (or otherwise behind their charge)
+  // are brought to their charge by a correcting entry.
+  for (const auto& [id, rec] : allocs_) PostCharge(id, now, batch, EntryKind::kCorrection);
   keys_->ReplaceAll(ring);
   catalog_dirty_ = true;
   return absl::OkStatus();
@@ -519,6 +533,7 @@ absl::Status Market::ApplyCapacity(CapacityKind kind, const std::string& payload
       if (!r.ParseFromString(payload)) return absl::DataLossError("unreadable withdrawal");
       if (absl::Status s = core_->WithdrawOffer(r.offer_id(), at); !s.ok()) return s;
       offers_[r.offer_id()].set_withdrawn(true);
+      withdrawn_at_[r.offer_id()] = at;
       return absl::OkStatus();
     }
   }
@@ -803,7 +818,7 @@ v1::Allocation Market::Preview(const scheduler::Allocation& a,
 }
 
 void Market::Record(const scheduler::Allocation& a, const v1::AllocationRequest& request,
-                    storage::Batch* batch) {
+                    absl::Time now, storage::Batch* batch) {
   AllocRec rec;
   rec.a = Preview(a, request);
   rec.held_end = a.held_end;
@@ -822,10 +837,54 @@ void Market::Record(const scheduler::Allocation& a, const v1::AllocationRequest&
   const bool is_new = !allocs_.contains(a.id);
   allocs_[a.id] = std::move(rec);
   if (is_new) by_buyer_[a.buyer].push_back(a.id);
-  Persist(a.id, batch);
+  Persist(a.id, now, batch);
 }
 
-void Market::Persist(uint64_t id, storage::Batch* batch) {
+void Market::PostCharge(uint64_t id, absl::Time at, storage::Batch* batch,
+                        std::optional<EntryKind> kind) {
+  const v1::Allocation& a = allocs_.at(id).a;
+  // A binding quote held, lapsed or cancelled sells nothing; everything else is charged its
+  // total price (which release and extension keep up to date).
+  const int64_t charge = a.state() == v1::ALLOCATION_STATE_HELD ? 0 : a.total_price_micros();
+  std::vector<OperatorRate> rates;
+  for (const v1::Slice& s : a.slices()) {
+    auto c = centers_.find(s.center_id());
+    rates.push_back({c == centers_.end() ? std::string() : c->second.operator_id(),
+                     int64_t{s.gpus()} * s.price_micros_per_gpu_hour()});
+  }
+  Books& posted = posted_[id];
+  std::optional<Books> legs =
+      Delta(posted, BooksOf(a.buyer_id(), charge, rates, options_.commission_bps));
+  if (!legs.has_value()) return;
+  int64_t before = 0;
+  for (const auto& [account, amount] : posted) {
+    if (absl::StartsWith(account, kBuyerPrefix)) before -= amount;
+  }
+  storage::LedgerEntryRow e;
+  e.id = ++ledger_seq_;
+  e.at = at;
+  e.allocation_id = static_cast<int64_t>(id);
+  e.kind = static_cast<int32_t>(kind.value_or(KindOf(before, charge)));
+  for (const auto& [account, amount] : *legs) {
+    e.legs.push_back({account, amount});
+    posted[account] += amount;
+  }
+  batch->ledger.push_back(e);
+  ledger_.push_back(std::move(e));
+}
+
+void Market::CountDecision(absl::Time now, const scheduler::Decision& d) {
+  DecisionCounts& c = decisions_[absl::ToUnixSeconds(now) / 60];
+  ++c.requests;
+  if (d.granted) {
+    ++c.grants;
+  } else {
+    ++c.rejections[RejectReason_Name(ToProto(d.rejection.reason))];
+  }
+}
+
+void Market::Persist(uint64_t id, absl::Time at, storage::Batch* batch) {
+  PostCharge(id, at, batch);
   const AllocRec& rec = allocs_.at(id);
   batch->allocations.push_back({static_cast<int64_t>(id), rec.a.buyer_id(), rec.a.state(),
                                 rec.a.SerializeAsString(), rec.held_end,
@@ -868,7 +927,7 @@ void Market::DrainEvents(storage::Batch* batch) {
     } else {
       continue;
     }
-    Persist(ev.id, batch);
+    Persist(ev.id, ev.at, batch);
   }
 }
 
@@ -885,6 +944,7 @@ absl::StatusOr<v1::QuoteResponse> Market::Quote(const Principal& p, const v1::Qu
     absl::StatusOr<absl::Duration> ttl = ValidateHold(r.hold());
     if (!ttl.ok()) return ttl.status();
     d = core_->Hold(*q, *ttl, now);
+    if (d.ok()) CountDecision(now, *d);
   } else {
     d = core_->Quote(*q, now);
   }
@@ -896,7 +956,7 @@ absl::StatusOr<v1::QuoteResponse> Market::Quote(const Principal& p, const v1::Qu
   }
   out.set_available(true);
   if (hold) {
-    Record(d->allocation, r.request(), batch);
+    Record(d->allocation, r.request(), now, batch);
     DrainEvents(batch);
     *out.mutable_allocation() = allocs_.at(d->allocation.id).a;
   } else {
@@ -931,7 +991,7 @@ absl::StatusOr<v1::Allocation> Market::Allocate(const Principal& p, const v1::Al
     *rec.a.mutable_end() = ToProto(redeemed->end);
     rec.a.set_total_price_micros(redeemed->total_price);
     rec.held_end = absl::Time();
-    Persist(*id, batch);
+    Persist(*id, now, batch);
     DrainEvents(batch);
     return allocs_.at(*id).a;
   }
@@ -957,6 +1017,7 @@ absl::StatusOr<v1::Allocation> Market::Allocate(const Principal& p, const v1::Al
   }
   absl::StatusOr<scheduler::Decision> d = core_->Allocate(*q, now);
   if (!d.ok()) return d.status();
+  CountDecision(now, *d);
   if (!d->granted) {
     const v1::Rejection rej = RejectionToProto(d->rejection);
     if (!key.empty()) {
@@ -965,7 +1026,7 @@ absl::StatusOr<v1::Allocation> Market::Allocate(const Principal& p, const v1::Al
     }
     return Exhausted(rej);
   }
-  Record(d->allocation, r.request(), batch);
+  Record(d->allocation, r.request(), now, batch);
   DrainEvents(batch);
   if (!key.empty()) {
     idem_[IdemKey(p.account_id, key)] = IdemRec{canonical, d->allocation.id, ""};
@@ -1061,7 +1122,7 @@ absl::StatusOr<v1::Allocation> Market::ExtendAllocation(const Principal& p,
   *mut.a.mutable_end() = ToProto(ext->end);
   mut.a.set_total_price_micros(ext->total_price);
   mut.a.set_state(StateToProto(ext->state));
-  Persist(id, batch);
+  Persist(id, now, batch);
   DrainEvents(batch);
   return allocs_.at(id).a;
 }

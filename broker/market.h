@@ -29,11 +29,13 @@
 #include "absl/time/time.h"
 #include "broker/auth.h"
 #include "broker/catalog_query.h"
+#include "broker/ledger.h"
 #include "scheduler/matcher.h"
 #include "storage/store.h"
 #include "suanli/v1/admin.pb.h"
 #include "suanli/v1/market.pb.h"
 #include "suanli/v1/operator.pb.h"
+#include "suanli/v1/ops.pb.h"
 
 namespace suanli::broker {
 
@@ -60,10 +62,15 @@ struct CatalogSnapshot {
   absl::Time at;
 };
 
+struct MarketOptions {
+  // The broker's commission on every sale, in basis points of the price (0..10000; clamped).
+  int commission_bps = kDefaultCommissionBps;
+};
+
 class Market {
  public:
   // `keys` is kept up to date with every key and account change; it outlives the market.
-  explicit Market(KeyRing* keys);
+  explicit Market(KeyRing* keys, MarketOptions options = MarketOptions());
   ~Market();
   Market(const Market&) = delete;
   Market& operator=(const Market&) = delete;
@@ -129,6 +136,14 @@ class Market {
   // The caller's allocations (live ones, or all), oldest first: where a watch starts.
   std::vector<v1::Allocation> AllocationsOf(const Principal& p, bool include_ended) const;
 
+  // ---- OpsService (admins; operators see only their own capacity). The market's figures over
+  // [from, to), see docs/LEDGER.md for what each one counts. INVALID_ARGUMENT when from >= to.
+  absl::StatusOr<v1::GetMarketStatsResponse> MarketStats(const Principal& p,
+                                                         const v1::GetMarketStatsRequest& r,
+                                                         absl::Time now) const;
+  // Every ledger entry, in id order (the books; for tests and audits).
+  const std::vector<storage::LedgerEntryRow>& Ledger() const { return ledger_; }
+
   // ---- Time: activations, expiries and lapses due by `now`.
   void Advance(absl::Time now, storage::Batch* batch);
   // When Advance may next have something to do (absl::InfiniteFuture() when nothing is pending).
@@ -168,17 +183,24 @@ class Market {
   absl::Status CheckCenterOwner(const Principal& p, const std::string& center_id) const;
   absl::StatusOr<const AllocRec*> OwnAllocation(const Principal& p, const std::string& id) const;
   // Makes or refreshes the record of a live allocation of the core.
-  void Record(const scheduler::Allocation& a, const v1::AllocationRequest& request,
+  void Record(const scheduler::Allocation& a, const v1::AllocationRequest& request, absl::Time now,
               storage::Batch* batch);
   // Turns the core's pending events into record changes and rows.
   void DrainEvents(storage::Batch* batch);
-  void Persist(uint64_t id, storage::Batch* batch);
+  // Writes the allocation's row, and posts the ledger entry (at `at`) that brings its books to
+  // its current charge, if they differ.
+  void Persist(uint64_t id, absl::Time at, storage::Batch* batch);
+  void PostCharge(uint64_t id, absl::Time at, storage::Batch* batch,
+                  std::optional<EntryKind> kind = std::nullopt);
+  // Counts an allocation decision (Allocate with a request, or a hold) in its minute.
+  void CountDecision(absl::Time now, const scheduler::Decision& d);
   v1::Allocation Preview(const scheduler::Allocation& a, const v1::AllocationRequest& r) const;
   std::string OfferCovering(const std::string& node_id, int64_t price, absl::Time start,
                             absl::Time end) const;
   std::string NewAccountId(v1::Role role);
 
   KeyRing* keys_;
+  MarketOptions options_;
   std::unique_ptr<scheduler::Matcher> core_;
   int64_t capacity_seq_ = 0;
   // Accounts and keys.
@@ -199,6 +221,19 @@ class Market {
   absl::flat_hash_map<std::string, IdemRec> idem_;  // by buyer + '\n' + key
   absl::flat_hash_set<uint64_t> changed_;
   bool catalog_dirty_ = true;
+  // The books: every entry (id order), and what is posted per allocation.
+  std::vector<storage::LedgerEntryRow> ledger_;
+  absl::flat_hash_map<uint64_t, Books> posted_;
+  int64_t ledger_seq_ = 0;
+  // Decisions per minute (unix minute -> counts), since this market was built: in memory only.
+  struct DecisionCounts {
+    int64_t requests = 0;
+    int64_t grants = 0;
+    absl::btree_map<std::string, int64_t> rejections;  // RejectReason name -> count
+  };
+  absl::btree_map<int64_t, DecisionCounts> decisions_;
+  // When withdrawn offers were withdrawn (for offered hours).
+  absl::flat_hash_map<std::string, absl::Time> withdrawn_at_;
 };
 
 }  // namespace suanli::broker

@@ -102,12 +102,14 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(const BrokerOptions& optio
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  b->metrics_ = std::make_unique<Metrics>(b->engine_.get(), options.metrics);
   grpc::ServerBuilder builder;
+  builder.experimental().SetInterceptorCreators(b->metrics_->InterceptorFactories());
   builder.AddListeningPort(options.listen, creds, &b->port_);
   auto market = std::make_unique<MarketServiceImpl>(b->engine_.get(), &b->keys_);
   auto op = std::make_unique<OperatorServiceImpl>(b->engine_.get(), &b->keys_);
   auto admin = std::make_unique<AdminServiceImpl>(b->engine_.get(), &b->keys_);
-  auto ops = std::make_unique<OpsServiceImpl>(&b->keys_);
+  auto ops = std::make_unique<OpsServiceImpl>(b->engine_.get(), &b->keys_);
   builder.RegisterService(market.get());
   builder.RegisterService(op.get());
   builder.RegisterService(admin.get());
@@ -125,12 +127,26 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(const BrokerOptions& optio
   }
   Log(absl::StrCat("serving gRPC on ", options.listen, " (port ", b->port_, ", ",
                    options.tls_cert_file.empty() ? "plaintext" : "TLS", ")"));
+  b->metrics_->Start();
+  if (!options.http_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<HttpServer>> http =
+        HttpServer::Start(options.http_listen, b->metrics_.get());
+    if (!http.ok()) {
+      b->Shutdown(absl::ZeroDuration());
+      return http.status();
+    }
+    b->http_ = *std::move(http);
+    Log(absl::StrCat("serving HTTP on ", options.http_listen, " (port ", b->http_->port(),
+                     "): /metrics, the dashboard at /"));
+  }
   return b;
 }
 
 void Broker::Shutdown(absl::Duration grace) {
   if (stopped_) return;
   stopped_ = true;
+  if (http_ != nullptr) http_->Stop();
+  if (metrics_ != nullptr) metrics_->Stop();
   engine_->BeginStop();
   engine_->hub().CloseAll();
   if (server_ != nullptr) {

@@ -18,6 +18,8 @@
 #include "absl/time/time.h"
 #include "broker/auth.h"
 #include "broker/engine.h"
+#include "broker/http_server.h"
+#include "broker/metrics.h"
 #include "grpcpp/grpcpp.h"
 
 namespace suanli::broker {
@@ -30,7 +32,11 @@ struct BrokerOptions {
   // PEM files; TLS on the gRPC port when both are given.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // HOST:PORT of the HTTP port (/metrics, the ops dashboard at /, /api/dashboard.json, /healthz;
+  // see http_server.h); "" (the default): no HTTP port. Port 0 picks a free one.
+  std::string http_listen;
   Engine::Options engine;
+  Metrics::Options metrics;
 };
 
 class Broker {
@@ -41,12 +47,16 @@ class Broker {
   ~Broker();
 
   int port() const { return port_; }
+  // The HTTP port, or 0 when BrokerOptions::http_listen was "".
+  int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   // A new admin key made at this start (also written to the key file), or "".
   const std::string& new_admin_key() const { return new_admin_key_; }
   Engine& engine() { return *engine_; }
+  Metrics& metrics() { return *metrics_; }
 
-  // Graceful stop: ends watch streams, stops accepting calls, lets calls in flight finish
-  // (cancelling them after `grace`), commits what the engine has queued, closes the store.
+  // Graceful stop: stops the HTTP port and the metrics sampler, ends watch streams, stops accepting
+  // calls, lets calls in flight finish (cancelling them after `grace`), commits what the engine has
+  // queued, closes the store.
   void Shutdown(absl::Duration grace = absl::Seconds(10));
 
  private:
@@ -54,6 +64,8 @@ class Broker {
 
   KeyRing keys_;
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Metrics> metrics_;  // after engine_: goes first
+  std::unique_ptr<HttpServer> http_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -93,11 +93,14 @@ class AdminServiceImpl final : public v1::AdminService::Service {
 
 class OpsServiceImpl final : public v1::OpsService::Service {
  public:
+  // Without an engine, GetMarketStats answers UNIMPLEMENTED.
   explicit OpsServiceImpl(const KeyRing* keys) : keys_(keys) {}
+  OpsServiceImpl(Engine* engine, const KeyRing* keys) : engine_(engine), keys_(keys) {}
   grpc::Status GetMarketStats(grpc::ServerContext* ctx, const v1::GetMarketStatsRequest* r,
                               v1::GetMarketStatsResponse* out) override;
 
  private:
+  Engine* engine_ = nullptr;
   const KeyRing* keys_;
 };
 

@@ -26,7 +26,12 @@ Usage: suanlid [--flag=value ...]
                           a new admin key is made and written there with mode 0600.
   --tls-cert=PATH         PEM certificate chain; with --tls-key, the gRPC port speaks TLS
   --tls-key=PATH          PEM private key
+  --http=HOST:PORT        serve Prometheus /metrics and the ops dashboard (/) over plain HTTP
+                          there, e.g. --http=127.0.0.1:7701 (default: off). No authentication:
+                          use a loopback or private address.
   --max-batch=N           most calls decided in one engine batch and one commit (default 4096)
+  --commission-bps=N      the broker's commission on every sale, in basis points (default 800 =
+                          8%; 0..10000); docs/LEDGER.md
   --shutdown-grace=DUR    on SIGTERM/SIGINT, how long calls in flight may take (default 10s)
   --help                  this text
 
@@ -75,6 +80,14 @@ int main(int argc, char** argv) {
       f.broker.tls_cert_file = value;
     } else if (name == "tls-key") {
       f.broker.tls_key_file = value;
+    } else if (name == "http") {
+      f.broker.http_listen = value;
+    } else if (name == "commission-bps") {
+      int bps = 0;
+      if (!absl::SimpleAtoi(value, &bps) || bps < 0 || bps > 10'000) {
+        return Usage("--commission-bps must be a whole number from 0 to 10000");
+      }
+      f.broker.engine.commission_bps = bps;
     } else if (name == "max-batch") {
       if (!absl::SimpleAtoi(value, &f.broker.engine.max_batch) || f.broker.engine.max_batch < 1) {
         return Usage("--max-batch must be a positive whole number");

@@ -9,6 +9,7 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libsqlite3-dev libssl-dev openssl libpqxx-dev libpq-dev postgresql
   clang-format clang-tidy clang libclang-rt-14-dev
+  prometheus-cpp-dev libcpp-httplib-dev chromium
 )
 
 missing=()

@@ -42,4 +42,28 @@ absl::Status CheckClaims(absl::string_view store, const Batch& batch) {
   return absl::OkStatus();
 }
 
+absl::Status CheckLedger(absl::string_view store, const Batch& batch) {
+  absl::flat_hash_set<int64_t> ids;
+  for (const LedgerEntryRow& e : batch.ledger) {
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(store, ": ledger entry ", e.id,
+                                                     " (allocation ", e.allocation_id, ") ", why));
+    };
+    if (e.id <= 0) return bad("has an id that is not above 0");
+    if (!ids.insert(e.id).second) return bad("appears twice in the batch");
+    if (e.legs.empty()) return bad("has no legs");
+    absl::flat_hash_set<std::string> accounts;
+    int64_t sum = 0;
+    for (const LedgerLeg& leg : e.legs) {
+      if (leg.account.empty()) return bad("has a leg without an account");
+      if (!accounts.insert(leg.account).second) {
+        return bad(absl::StrCat("posts to account '", absl::CHexEscape(leg.account), "' twice"));
+      }
+      if (__builtin_add_overflow(sum, leg.amount_micros, &sum)) return bad("overflows int64");
+    }
+    if (sum != 0) return bad(absl::StrCat("does not balance: its legs sum to ", sum, " micros"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace suanli::storage

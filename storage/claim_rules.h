@@ -16,6 +16,11 @@ namespace suanli::storage {
 // store's name for messages).
 absl::Status CheckClaims(absl::string_view store, const Batch& batch);
 
+// OK when every ledger entry of `batch` has an id above 0 (distinct within the batch), at least
+// one leg, no empty or repeated account, and legs that sum to exactly 0 (without overflow).
+// Otherwise INVALID_ARGUMENT naming the first bad entry, prefixed with `store`.
+absl::Status CheckLedger(absl::string_view store, const Batch& batch);
+
 }  // namespace suanli::storage
 
 #endif  // SUANLI_STORAGE_CLAIM_RULES_H_

@@ -11,7 +11,8 @@
 //     each a serialized suanli.v1.Allocation plus what restoring it needs;
 //   - claims: the GPUs each live allocation takes on each node, which the store checks so that
 //     no node is ever stored oversold;
-//   - idempotency records: the first answer to an Allocate with a buyer's idempotency key.
+//   - idempotency records: the first answer to an Allocate with a buyer's idempotency key;
+//   - the ledger: immutable double-entry entries whose legs sum to zero (appended, never changed).
 //
 //   absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:var/suanli.db");
 //   // or OpenStore("postgresql://suanli@db.example.com:5432/suanli")
@@ -97,6 +98,27 @@ struct IdempotencyRow {
   std::string rejection;      // serialized suanli.v1.Rejection when rejected
 };
 
+// One leg of a ledger entry: an amount posted to one account, in micro-units of the currency.
+// Negative is a debit, positive a credit.
+struct LedgerLeg {
+  std::string account;  // not empty; unique within its entry
+  int64_t amount_micros = 0;
+};
+
+// One double-entry ledger entry (broker/ledger.h says what the kinds and accounts mean). Entries
+// are immutable: once stored, an entry is never changed or removed; a correction is a new entry.
+// The store refuses (INVALID_ARGUMENT, nothing stored) an entry with no legs, legs that do not
+// sum to exactly 0, an empty or repeated account, or an id that is not above 0 or is already
+// stored; the database itself refuses an unbalanced or changed entry
+// (migrations/003_ledger.sql).
+struct LedgerEntryRow {
+  int64_t id = 0;             // > 0, unique
+  absl::Time at;              // when it was posted
+  int64_t allocation_id = 0;  // the allocation it is for
+  int32_t kind = 0;           // the broker's numbering (broker::EntryKind)
+  std::vector<LedgerLeg> legs;
+};
+
 // What one engine batch changed. Applied all together or not at all.
 struct Batch {
   std::vector<AccountRow> accounts;         // inserted or replaced (by id)
@@ -107,10 +129,11 @@ struct Batch {
   // The claims of the batch's allocations: each allocation written by the batch has exactly the
   // claims listed here for it afterwards (none listed: none stored, e.g. when it ended).
   std::vector<ClaimRow> claims;
+  std::vector<LedgerEntryRow> ledger;  // appended; ids not stored yet
 
   bool empty() const {
     return accounts.empty() && api_keys.empty() && capacity.empty() && allocations.empty() &&
-           idempotency.empty() && claims.empty();
+           idempotency.empty() && claims.empty() && ledger.empty();
   }
 };
 
@@ -122,6 +145,7 @@ struct Contents {
   std::vector<AllocationRow> allocations;   // by id
   std::vector<IdempotencyRow> idempotency;  // by (buyer_id, key)
   std::vector<ClaimRow> claims;             // by (allocation_id, node_id)
+  std::vector<LedgerEntryRow> ledger;       // by id, legs in the order they were written
 };
 
 class Store {
@@ -133,8 +157,9 @@ class Store {
   // nothing stored) when the batch breaks a rule above (a capacity seq not above the stored
   // ones, an idempotency key already stored, a duplicate name, an API key of an account that is
   // neither stored nor earlier in the batch, a malformed claim or one of an allocation not in the
-  // batch, a node oversold). UNAVAILABLE when the store cannot be reached or written; retrying
-  // may work (a backend that lost its connection reconnects on the next call).
+  // batch, a node oversold, an unbalanced or malformed ledger entry, a ledger id already stored).
+  // UNAVAILABLE when the store cannot be reached or written; retrying may work (a backend that lost
+  // its connection reconnects on the next call).
   virtual absl::Status Commit(const Batch& batch) = 0;
 
   // Everything stored, in the orders given in Contents.

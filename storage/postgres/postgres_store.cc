@@ -312,6 +312,9 @@ absl::Status CheckNoNul(absl::string_view store, const Batch& batch) {
     check("idempotency key", r.key);
   }
   for (const ClaimRow& r : batch.claims) check("claim node_id", r.node_id);
+  for (const LedgerEntryRow& e : batch.ledger) {
+    for (const LedgerLeg& leg : e.legs) check("ledger account", leg.account);
+  }
   return status;
 }
 
@@ -351,6 +354,12 @@ const InsertSql kClaims = {
 const InsertSql kIdempotency = {
     "INSERT INTO idempotency (buyer_id, idem_key, request, allocation_id, rejection)",
     {"text", "text", "bytea", "bigint", "bytea"},
+    ""};
+
+const InsertSql kLedgerLegs = {
+    "INSERT INTO ledger_legs (entry_id, leg, last_leg, at_us, allocation_id, kind, account, "
+    "amount_micros)",
+    {"bigint", "integer", "integer", "bigint", "bigint", "integer", "text", "bigint"},
     ""};
 
 // Sends rows in multi-row INSERT statements of up to kMaxStatementRows rows. One statement may
@@ -481,6 +490,20 @@ absl::Status WriteRows(absl::string_view store, pqxx::work& w, const Batch& batc
     }
     out.Flush();
   }
+
+  if (!batch.ledger.empty()) {
+    step = Step("writing ledger entries", "23505", "a ledger entry id is already stored");
+    RowWriter out(w, kLedgerLegs);
+    for (const LedgerEntryRow& e : batch.ledger) {
+      const int64_t last = static_cast<int64_t>(e.legs.size()) - 1;
+      for (size_t i = 0; i < e.legs.size(); ++i) {
+        out.Add({Int(e.id), Int(static_cast<int64_t>(i)), Int(last), Time(e.at),
+                 Int(e.allocation_id), Int(e.kind), e.legs[i].account,
+                 Int(e.legs[i].amount_micros)});
+      }
+    }
+    out.Flush();
+  }
   return absl::OkStatus();
 }
 
@@ -501,6 +524,9 @@ constexpr char kSelectIdempotency[] =
 constexpr char kSelectClaims[] =
     "SELECT allocation_id, node_id, node_gpus, gpus, from_us, until_us FROM allocation_claims "
     "ORDER BY allocation_id, node_id COLLATE \"C\"";
+constexpr char kSelectLedger[] =
+    "SELECT entry_id, at_us, allocation_id, kind, account, amount_micros FROM ledger_legs "
+    "ORDER BY entry_id, leg";
 
 // Column readers; a value that does not fit throws pqxx::conversion_error (DATA_LOSS).
 std::string Text(const pqxx::field& f) { return f.as<std::string>(); }
@@ -542,6 +568,14 @@ absl::Status ReadAll(pqxx::transaction_base& r, Contents& out, Step& step) {
   for (const pqxx::row& row : r.exec(kSelectClaims)) {
     out.claims.push_back({row[0].as<int64_t>(), Text(row[1]), row[2].as<int32_t>(),
                           row[3].as<int32_t>(), TimeOf(row[4]), TimeOf(row[5])});
+  }
+  step = Reading("reading the ledger");
+  for (const pqxx::row& row : r.exec(kSelectLedger)) {
+    const int64_t id = row[0].as<int64_t>();
+    if (out.ledger.empty() || out.ledger.back().id != id) {
+      out.ledger.push_back({id, TimeOf(row[1]), row[2].as<int64_t>(), row[3].as<int32_t>(), {}});
+    }
+    out.ledger.back().legs.push_back({Text(row[4]), row[5].as<int64_t>()});
   }
   return absl::OkStatus();
 }
@@ -661,6 +695,7 @@ absl::Status PostgresStore::Migrate() {
 absl::Status PostgresStore::Commit(const Batch& batch) {
   if (batch.empty()) return absl::OkStatus();
   if (absl::Status s = CheckClaims(name_, batch); !s.ok()) return s;
+  if (absl::Status s = CheckLedger(name_, batch); !s.ok()) return s;
   if (absl::Status s = CheckNoNul(name_, batch); !s.ok()) return s;
   if (absl::Status s = Connect(); !s.ok()) return s;
   int64_t txid = 0;

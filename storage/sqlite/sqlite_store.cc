@@ -247,6 +247,10 @@ constexpr char kInsertIdempotency[] =
     "INSERT INTO idempotency (buyer_id, idem_key, request, allocation_id, rejection) "
     "VALUES (?1, ?2, ?3, ?4, ?5)";
 
+constexpr char kInsertLedgerLeg[] =
+    "INSERT INTO ledger_legs (entry_id, leg, last_leg, at_us, allocation_id, kind, account, "
+    "amount_micros) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
 constexpr char kSelectAccounts[] = "SELECT id, role, name, created_us FROM accounts ORDER BY id";
 constexpr char kSelectApiKeys[] =
     "SELECT key_id, account_id, secret_hash, created_us, revoked FROM api_keys ORDER BY key_id";
@@ -260,10 +264,14 @@ constexpr char kSelectIdempotency[] =
 constexpr char kSelectClaims[] =
     "SELECT allocation_id, node_id, node_gpus, gpus, from_us, until_us FROM allocation_claims "
     "ORDER BY allocation_id, node_id";
+constexpr char kSelectLedger[] =
+    "SELECT entry_id, leg, at_us, allocation_id, kind, account, amount_micros FROM ledger_legs "
+    "ORDER BY entry_id, leg";
 
 // Writes every row of the batch inside the caller's transaction; stops at the first error.
 absl::Status WriteRows(const Db& db, const Batch& batch) {
   if (absl::Status s = CheckClaims(db.name, batch); !s.ok()) return s;
+  if (absl::Status s = CheckLedger(db.name, batch); !s.ok()) return s;
   if (!batch.accounts.empty()) {
     absl::StatusOr<Statement> stmt = Statement::Prepare(db, kUpsertAccount);
     if (!stmt.ok()) return stmt.status();
@@ -386,6 +394,28 @@ absl::Status WriteRows(const Db& db, const Batch& batch) {
       if (!s.ok()) return s;
     }
   }
+
+  if (!batch.ledger.empty()) {
+    absl::StatusOr<Statement> stmt = Statement::Prepare(db, kInsertLedgerLeg);
+    if (!stmt.ok()) return stmt.status();
+    for (const LedgerEntryRow& e : batch.ledger) {
+      const int64_t last = static_cast<int64_t>(e.legs.size()) - 1;
+      for (size_t i = 0; i < e.legs.size(); ++i) {
+        stmt->BindInt(1, e.id);
+        stmt->BindInt(2, static_cast<int64_t>(i));
+        stmt->BindInt(3, last);
+        stmt->BindTime(4, e.at);
+        stmt->BindInt(5, e.allocation_id);
+        stmt->BindInt(6, e.kind);
+        stmt->BindText(7, e.legs[i].account);
+        stmt->BindInt(8, e.legs[i].amount_micros);
+        absl::Status s =
+            RunOnce(db, *stmt, absl::StrCat("ledger entry ", e.id),
+                    {SQLITE_CONSTRAINT_TRIGGER, "it is already stored, or it does not balance"});
+        if (!s.ok()) return s;
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -452,7 +482,7 @@ absl::Status ReadAll(const Db& db, Contents& out) {
     row.rejection = r.Bytes(4);
   });
   if (!s.ok()) return s;
-  return ForEachRow(db, kSelectClaims, [&](RowReader& r) {
+  s = ForEachRow(db, kSelectClaims, [&](RowReader& r) {
     ClaimRow& row = out.claims.emplace_back();
     row.allocation_id = r.Int(0);
     row.node_id = r.Bytes(1);
@@ -460,6 +490,18 @@ absl::Status ReadAll(const Db& db, Contents& out) {
     row.gpus = r.Int32(3);
     row.from = r.Time(4);
     row.until = r.Time(5);
+  });
+  if (!s.ok()) return s;
+  return ForEachRow(db, kSelectLedger, [&](RowReader& r) {
+    const int64_t id = r.Int(0);
+    if (out.ledger.empty() || out.ledger.back().id != id) {
+      LedgerEntryRow& e = out.ledger.emplace_back();
+      e.id = id;
+      e.at = r.Time(2);
+      e.allocation_id = r.Int(3);
+      e.kind = r.Int32(4);
+    }
+    out.ledger.back().legs.push_back({r.Bytes(5), r.Int(6)});
   });
 }
 

@@ -52,6 +52,9 @@ struct Backend {
   std::function<std::string(const std::string& dir, std::shared_ptr<void>* keep)> fresh_url;
   // Records schema `version` as applied in the (closed) store at `url`, as a newer build would.
   std::function<void(const std::string& url, int64_t version)> mark_schema_version;
+  // Runs `sql` (several statements, in one transaction of their own) on the closed store at
+  // `url`, as a person with a database shell might; returns the error, or "" when it committed.
+  std::function<std::string(const std::string& url, const std::string& sql)> raw_sql;
 };
 
 void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
@@ -75,6 +78,26 @@ Backend SqliteBackend() {
         EXPECT_EQ(rc, SQLITE_OK) << sqlite3_errmsg(db);
         sqlite3_close(db);
       },
+      [](const std::string& url, const std::string& sql) {
+        absl::string_view path = url;
+        absl::ConsumePrefix(&path, "sqlite:");
+        sqlite3* db = nullptr;
+        if (sqlite3_open_v2(std::string(path).c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) !=
+            SQLITE_OK) {
+          sqlite3_close(db);
+          return std::string("cannot open");
+        }
+        sqlite3_exec(db, "PRAGMA foreign_keys = ON", nullptr, nullptr, nullptr);
+        const std::string script = absl::StrCat("BEGIN; ", sql, " COMMIT;");
+        std::string error;
+        if (sqlite3_exec(db, script.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+          error = sqlite3_errmsg(db);
+          if (error.empty()) error = "failed";
+          sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        }
+        sqlite3_close(db);
+        return error;
+      },
   };
 }
 
@@ -92,6 +115,14 @@ Backend PostgresBackend() {
       [](const std::string& url, int64_t version) {
         PostgresExec(url, absl::StrCat("INSERT INTO schema_version (version, name) VALUES (",
                                        version, ", 'from the future')"));
+      },
+      [](const std::string& url, const std::string& sql) {
+        try {
+          PostgresExec(url, absl::StrCat("BEGIN; ", sql, " COMMIT;"));
+        } catch (const pqxx::sql_error& e) {
+          return std::string(e.what());
+        }
+        return std::string();
       },
   };
 }
@@ -155,6 +186,14 @@ std::string Dump(const ClaimRow& r) {
                       " node_gpus=", r.node_gpus, " gpus=", r.gpus, " from=", Show(r.from),
                       " until=", Show(r.until), "\n");
 }
+std::string Dump(const LedgerEntryRow& r) {
+  std::string out = absl::StrCat("ledger id=", r.id, " at=", Show(r.at),
+                                 " allocation_id=", r.allocation_id, " kind=", r.kind);
+  for (const LedgerLeg& leg : r.legs) {
+    absl::StrAppend(&out, " ", Show(leg.account), "=", leg.amount_micros);
+  }
+  return out + "\n";
+}
 template <typename Row>
 std::string Dump(const std::vector<Row>& rows) {
   std::string out;
@@ -163,7 +202,7 @@ std::string Dump(const std::vector<Row>& rows) {
 }
 std::string Dump(const Contents& c) {
   return absl::StrCat(Dump(c.accounts), Dump(c.api_keys), Dump(c.capacity), Dump(c.allocations),
-                      Dump(c.idempotency), Dump(c.claims));
+                      Dump(c.idempotency), Dump(c.claims), Dump(c.ledger));
 }
 
 AccountRow Account(std::string id, std::string name, int32_t role = 1) {
@@ -186,6 +225,18 @@ IdempotencyRow Idempotency(std::string buyer_id, std::string key, int64_t alloca
 ClaimRow Claim(int64_t id, std::string node, int32_t gpus, int64_t from_us, int64_t until_us,
                int32_t node_gpus = 8) {
   return {id, std::move(node), node_gpus, gpus, Micros(from_us), Micros(until_us)};
+}
+
+// A balanced entry: `buyer` pays `amount`, the operator gets it less 8%, the broker the 8%.
+LedgerEntryRow Entry(int64_t id, int64_t amount, int64_t allocation_id = 1) {
+  const int64_t commission = amount * 8 / 100;
+  return {id,
+          Micros(1'800'000'000'000'000 + id),
+          allocation_id,
+          1,
+          {{"buyer:buyer-1", -amount},
+           {"operator:op-1", amount - commission},
+           {"commission:op-1", commission}}};
 }
 
 // Valid rows of every kind but capacity, named after `tag`, that a store holding only rows
@@ -642,6 +693,102 @@ TEST_P(StoreContractTest, LargeBatchRoundTrips) {
 
 // Batch `i` of the crash test: one row of every kind named after i, and a replacement of the
 // account "counter" whose creation time is i microseconds.
+TEST_P(StoreContractTest, LedgerEntriesRoundTripInIdOrderAndSurviveReopen) {
+  constexpr int64_t kMax64 = std::numeric_limits<int64_t>::max();
+  Batch b;
+  b.allocations = {Allocation(7)};
+  b.ledger = {Entry(3, 1'000'001, 7),
+              Entry(1, 5),
+              {2,
+               Micros(-1),
+               7,
+               3,
+               {{"buyer:'; DROP TABLE ledger_legs; --", kMax64},
+                {"operator:算力", -kMax64},
+                {"commission:x", 0}}}};
+  MustCommit(b);
+  Batch next;
+  next.ledger = {Entry(4, -1'000'001, 7)};  // a correction is a new entry
+  MustCommit(next);
+  const std::vector<LedgerEntryRow> want = {b.ledger[1], b.ledger[2], b.ledger[0], next.ledger[0]};
+  EXPECT_EQ(Dump(MustLoad().ledger), Dump(want));
+  Reopen();
+  EXPECT_EQ(Dump(MustLoad().ledger), Dump(want));
+}
+
+TEST_P(StoreContractTest, UnbalancedOrMalformedLedgerEntriesRejectWholeBatch) {
+  MustCommit(OtherRows("one", 1));
+  MustCommit([] {
+    Batch b;
+    b.ledger = {Entry(1, 100)};
+    return b;
+  }());
+  struct Case {
+    std::string name;
+    LedgerEntryRow entry;
+    std::string why;
+  };
+  LedgerEntryRow unbalanced = Entry(2, 100);
+  unbalanced.legs[1].amount_micros += 1;
+  LedgerEntryRow no_legs = Entry(3, 100);
+  no_legs.legs.clear();
+  LedgerEntryRow no_account = Entry(4, 100);
+  no_account.legs[2].account = "";
+  LedgerEntryRow twice = Entry(5, 100);
+  twice.legs[2].account = twice.legs[1].account;
+  LedgerEntryRow overflow = {
+      6, Micros(0), 1, 1, {{"a", std::numeric_limits<int64_t>::max()}, {"b", 1}, {"c", -2}}};
+  const std::vector<Case> cases = {
+      {"unbalanced", unbalanced, "does not balance: its legs sum to 1 micros"},
+      {"no legs", no_legs, "has no legs"},
+      {"no account", no_account, "has a leg without an account"},
+      {"account twice", twice, "twice"},
+      {"overflow", overflow, "overflows"},
+      {"id 0", Entry(0, 5), "not above 0"},
+      {"id stored", Entry(1, 5), "already stored"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Batch b = OtherRows("two", 2);
+    b.ledger = {Entry(9, 10), c.entry};
+    ExpectRejected(b, c.why);
+  }
+}
+
+// The database itself keeps the books balanced and immutable, whoever writes to it.
+TEST_P(StoreContractTest, DatabaseRefusesUnbalancedOrChangedLedgerRows) {
+  Batch b;
+  b.ledger = {Entry(1, 100)};
+  MustCommit(b);
+  const std::string before = Dump(MustLoad());
+  store_.reset();
+  const std::string cols =
+      "INSERT INTO ledger_legs (entry_id, leg, last_leg, at_us, allocation_id, kind, account, "
+      "amount_micros) VALUES ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"unbalanced",
+       absl::StrCat(cols, "(2, 0, 1, 0, 1, 1, 'a', -5), (2, 1, 1, 0, 1, 1, 'b', 4);")},
+      {"incomplete", absl::StrCat(cols, "(3, 0, 1, 0, 1, 1, 'a', -5);")},
+      {"added leg", absl::StrCat(cols, "(1, 3, 3, 0, 1, 1, 'z', 0);")},
+      {"update", "UPDATE ledger_legs SET amount_micros = 0 WHERE entry_id = 1;"},
+      {"delete", "DELETE FROM ledger_legs WHERE entry_id = 1;"},
+  };
+  for (const auto& [name, sql] : cases) {
+    SCOPED_TRACE(name);
+    EXPECT_NE(GetParam().raw_sql(url_, sql), "") << "the database took: " << sql;
+  }
+  // A balanced entry written by hand is fine.
+  EXPECT_EQ(
+      GetParam().raw_sql(
+          url_, absl::StrCat(cols, "(8, 0, 1, 0, 1, 1, 'a', -5), (8, 1, 1, 0, 1, 1, 'b', 5);")),
+      "");
+  Reopen();
+  Contents after = MustLoad();
+  ASSERT_EQ(after.ledger.size(), 2u);
+  after.ledger.pop_back();
+  EXPECT_EQ(Dump(after), before);
+}
+
 Batch CrashBatch(int64_t i) {
   const std::string tag = absl::StrFormat("%06d", i);
   Batch b;

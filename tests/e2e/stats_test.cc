@@ -1,0 +1,126 @@
+// The books and the figures end to end: a known market run through the broker (sale, extension,
+// early release, a lapsed hold), then the ledger balances to the micro-unit, each allocation's
+// entries add up to its final price, and GetMarketStats reports the figures the market implies,
+// also after a restart.
+#include <map>
+
+#include "gtest/gtest.h"
+#include "tests/e2e/harness.h"
+
+namespace suanli::e2e {
+namespace {
+
+constexpr int64_t kPrice = 25'500'000;  // 25.50 per GPU-hour
+
+class StatsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(); }
+  void Start() {
+    absl::StatusOr<std::unique_ptr<broker::Broker>> b = broker::Broker::Start(OptionsIn(dir_));
+    ASSERT_TRUE(b.ok()) << b.status();
+    broker_ = *std::move(b);
+    admin_ = Connect(broker_->port(), ReadAll(dir_.File("admin.key")));
+  }
+  std::vector<storage::LedgerEntryRow> Ledger() {
+    absl::StatusOr<std::vector<storage::LedgerEntryRow>> l =
+        broker_->engine().Run<std::vector<storage::LedgerEntryRow>>(
+            [](broker::Market& m, absl::Time,
+               storage::Batch*) -> absl::StatusOr<std::vector<storage::LedgerEntryRow>> {
+              return m.Ledger();
+            });
+    EXPECT_TRUE(l.ok());
+    return l.ok() ? *l : std::vector<storage::LedgerEntryRow>();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<broker::Broker> broker_;
+  std::unique_ptr<Client> admin_;
+};
+
+TEST_F(StatsTest, LedgerBalancesAndFiguresFollowTheMarket) {
+  const std::string op_key = NewAccount(*admin_, v1::ROLE_OPERATOR, "op-a");
+  const std::string buyer_key = NewAccount(*admin_, v1::ROLE_BUYER, "buyer-a");
+  std::unique_ptr<Client> op = Connect(broker_->port(), op_key);
+  std::unique_ptr<Client> buyer = Connect(broker_->port(), buyer_key);
+  SmallMarket(*op, "c-a", 4, kPrice);  // 32 GPUs
+
+  // A sale of 16 GPUs for 2 h, extended by 1 h; a sale of 8 GPUs released at once; a hold that
+  // lapses; a rejection.
+  absl::StatusOr<v1::Allocation> a = buyer->Allocate(Gang(16, absl::Hours(2), 30'000'000));
+  ASSERT_TRUE(a.ok()) << a.status();
+  v1::ExtendAllocationRequest e;
+  e.set_allocation_id(a->id());
+  *e.mutable_by() = Dur(absl::Hours(1));
+  absl::StatusOr<v1::Allocation> ext = buyer->ExtendAllocation(e);
+  ASSERT_TRUE(ext.ok()) << ext.status();
+  absl::StatusOr<v1::Allocation> b = buyer->Allocate(Gang(8, absl::Hours(4), 30'000'000));
+  ASSERT_TRUE(b.ok()) << b.status();
+  v1::ReleaseAllocationRequest rel;
+  rel.set_allocation_id(b->id());
+  absl::StatusOr<v1::Allocation> released = buyer->ReleaseAllocation(rel);
+  ASSERT_TRUE(released.ok()) << released.status();
+  v1::QuoteRequest q;
+  *q.mutable_request() = Gang(8, absl::Hours(1), 30'000'000).request();
+  *q.mutable_hold() = Dur(absl::Milliseconds(200));
+  absl::StatusOr<v1::QuoteResponse> held = buyer->Quote(q);
+  ASSERT_TRUE(held.ok() && held->available());
+  EXPECT_EQ(buyer->Allocate(Gang(64, absl::Hours(1), 30'000'000)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  absl::SleepFor(absl::Milliseconds(400));  // the hold lapses
+
+  const int64_t charged = ext->total_price_micros() + released->total_price_micros();
+  EXPECT_EQ(ext->total_price_micros(), 16 * kPrice * 3);
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE(pass == 0 ? "before restart" : "after restart");
+    // The books: every entry balances, and each allocation's entries add up to its price.
+    std::map<std::string, int64_t> by_account;
+    int64_t sum = 0;
+    for (const storage::LedgerEntryRow& entry : Ledger()) {
+      int64_t legs = 0;
+      for (const auto& leg : entry.legs) {
+        legs += leg.amount_micros;
+        by_account[leg.account] += leg.amount_micros;
+      }
+      EXPECT_EQ(legs, 0) << "entry " << entry.id;
+      sum += legs;
+    }
+    EXPECT_EQ(sum, 0);
+    EXPECT_EQ(by_account["buyer:" + a->buyer_id()], -charged);
+    const int64_t commission = by_account["commission:" + op->Ping()->account_id()];
+    EXPECT_EQ(by_account["operator:" + op->Ping()->account_id()] + commission, charged);
+    // 8% of each sale's operator share, floored per entry: within a micro-unit per entry.
+    EXPECT_NEAR(static_cast<double>(commission), charged * 0.08, 4.0);
+
+    v1::GetMarketStatsRequest r;
+    *r.mutable_from() = Ts(absl::Now() - absl::Hours(1));
+    *r.mutable_to() = Ts(absl::Now() + absl::Hours(4));
+    absl::StatusOr<v1::GetMarketStatsResponse> stats = admin_->GetMarketStats(r);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    ASSERT_EQ(stats->rows_size(), 1);
+    const v1::MarketStatsRow& row = stats->rows(0);
+    EXPECT_EQ(row.gmv_micros(), charged);
+    EXPECT_EQ(row.commission_micros(), commission);
+    // 16 GPUs for 3 h are sold inside the range (the released one sold next to nothing).
+    EXPECT_NEAR(row.sold_gpu_hours(), 48.0, 0.1);
+    EXPECT_GT(row.offered_gpu_hours(), row.sold_gpu_hours());
+    if (pass == 0) {                 // decisions are counted in memory since the start
+      EXPECT_EQ(row.grants(), 3);    // two sales and the hold
+      EXPECT_EQ(row.requests(), 4);  // and the rejection
+    }
+    // Operators see their own figures; buyers none.
+    absl::StatusOr<v1::GetMarketStatsResponse> own =
+        Connect(broker_->port(), op_key)->GetMarketStats(r);
+    ASSERT_TRUE(own.ok()) << own.status();
+    EXPECT_EQ(Connect(broker_->port(), buyer_key)->GetMarketStats(r).status().code(),
+              absl::StatusCode::kPermissionDenied);
+    if (pass == 0) {
+      broker_->Shutdown();
+      broker_.reset();
+      Start();
+      op = Connect(broker_->port(), op_key);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace suanli::e2e
