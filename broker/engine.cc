@@ -29,6 +29,11 @@ void Hub::Unsubscribe(const std::shared_ptr<Subscriber>& s) {
   subs_.erase(s);
 }
 
+bool Hub::HasSubscribers() {
+  absl::MutexLock lock(&mu_);
+  return !subs_.empty();
+}
+
 void Hub::Publish(const std::vector<v1::Allocation>& changed) {
   if (changed.empty()) return;
   absl::MutexLock lock(&mu_);
@@ -237,7 +242,15 @@ void Engine::Loop() {
       stats_.commands += static_cast<int64_t>(batch_cmds.size());
       if (!committed.ok()) ++stats_.commit_failures;
     }
-    if (committed.ok()) hub_.Publish(market_->TakeChanged());
+    if (committed.ok()) {
+      // A watcher subscribes on the engine thread, so none can appear between the check and the
+      // publication.
+      if (hub_.HasSubscribers()) {
+        hub_.Publish(market_->TakeChanged());
+      } else {
+        market_->ForgetChanged();
+      }
+    }
     if (now >= catalog_built_ + options_.catalog_refresh && market_->TakeCatalogDirty()) {
       std::shared_ptr<const CatalogSnapshot> snap = market_->BuildCatalog(now);
       catalog_built_ = now;

@@ -53,6 +53,8 @@ class Hub {
   std::shared_ptr<Subscriber> Subscribe(const std::string& buyer, bool include_ended);
   void Unsubscribe(const std::shared_ptr<Subscriber>& s);
   void Publish(const std::vector<v1::Allocation>& changed);
+  // Whether anyone is watching.
+  bool HasSubscribers();
   // Closes every subscriber, and every later one at once (shutdown).
   void CloseAll();
   // Sends each subscriber of `buyer`-s every allocation `current` gives for it (after the market

@@ -159,6 +159,8 @@ class Market {
   // Allocations changed since the last call, for watchers; and whether capacity or free GPUs
   // changed (the catalog is stale).
   std::vector<v1::Allocation> TakeChanged();
+  // Forgets the changed allocations without copying them (nobody is watching).
+  void ForgetChanged() { changed_.clear(); }
   bool TakeCatalogDirty();
   // Invariants of the core (slow; for tests and audits).
   scheduler::AuditReport Audit() const;

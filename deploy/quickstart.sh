@@ -6,11 +6,13 @@
 #   ./deploy/quickstart.sh            start (reusing ./var from an earlier run when there is one)
 #   ./deploy/quickstart.sh --fresh    start over with an empty ./var
 #   SUANLI_PORT=7700                  the gRPC port on 127.0.0.1 (default 7700)
+#   SUANLI_HTTP_PORT=7701             the dashboard and /metrics on 127.0.0.1 (default 7701)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PORT=${SUANLI_PORT:-7700}
 SERVER=127.0.0.1:$PORT
+HTTP=127.0.0.1:${SUANLI_HTTP_PORT:-7701}
 VAR=$ROOT/var
 
 if [ "${1:-}" = "--fresh" ]; then rm -rf "$VAR"; fi
@@ -29,7 +31,7 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
 fi
 
 echo "quickstart: starting suanlid on $SERVER (store: sqlite:var/suanli.db, log: var/suanlid.log)"
-./build/bin/suanlid --listen="$SERVER" --store="sqlite:$VAR/suanli.db" \
+./build/bin/suanlid --listen="$SERVER" --http="$HTTP" --store="sqlite:$VAR/suanli.db" \
   --admin-key-file="$VAR/admin.key" 2>>"$VAR/suanlid.log" &
 PID=$!
 stop() {
@@ -71,6 +73,7 @@ $CLI --key="$(cat "$VAR/keys/lab-llm.key")" allocation list
 cat <<TXT
 
 Suanli is running: suanlid serves gRPC on $SERVER, state in var/suanli.db, log in var/suanlid.log.
+Dashboard: http://$HTTP/   Prometheus metrics: http://$HTTP/metrics
 Keys: var/admin.key (admin), var/keys/<account>.key (operators telecom-cloud, shanghai-gov-dc,
 westlake-ai; buyers lab-llm, studio-gen, robotics-co).
 
@@ -83,6 +86,7 @@ Try, in another terminal:
   ./build/bin/suanli allocation watch           (and release one from a third terminal)
   ./build/bin/suanli release ID
   SUANLI_KEY=\$(cat var/keys/shanghai-gov-dc.key) ./build/bin/suanli sold list
+  SUANLI_KEY=\$(cat var/admin.key) ./build/bin/suanli stats --by=center   (GMV, utilization, fill rate)
   ./build/bin/suanli --help                     every command; docs/QUERY.md for catalog queries
 
 Press Ctrl-C to stop the broker.

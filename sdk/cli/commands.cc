@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -73,6 +74,7 @@ struct Context {
   const Flags& flags;
   Client* client = nullptr;
   bool json = false;
+  bool csv = false;  // stats only
   std::string server;
   bool tls = false;
   absl::Time now;
@@ -903,15 +905,37 @@ absl::Status Stats(Context& ctx) {
   absl::StatusOr<std::optional<absl::Time>> to = TimeFlag(ctx.flags, "to", ctx.now);
   if (!to.ok()) return to.status();
   if (to->has_value()) *req.mutable_to() = ToProtoTime(**to);
-  if (std::optional<std::string> g = ctx.flags.Value("group-by")) {
+  std::optional<std::string> g = ctx.flags.Value("by");
+  if (!g.has_value()) g = ctx.flags.Value("group-by");
+  if (g.has_value()) {
     absl::StatusOr<v1::GroupBy> group = ParseGroupBy(*g);
-    if (!group.ok()) return FlagError("group-by", group.status());
+    if (!group.ok()) return FlagError("by", group.status());
     req.set_group_by(*group);
   }
   absl::StatusOr<v1::GetMarketStatsResponse> r = ctx.client->GetMarketStats(req);
   if (!r.ok()) return r.status();
   if (ctx.json) {
     PrintJson(ctx, *r);
+    return absl::OkStatus();
+  }
+  if (ctx.csv) {
+    // Machine-readable: plain numbers (hours, ratios 0..1, money in micro-units).
+    std::string csv =
+        "group,offered_gpu_hours,sold_gpu_hours,offered_pflops_hours,sold_pflops_hours,"
+        "utilization,requests,grants,fill_rate,gmv_micros,commission_micros,idle_fragment_gpus\n";
+    for (const v1::MarketStatsRow& row : r->rows()) {
+      std::string group = row.group();
+      if (group.find_first_of(",\"\n") != std::string::npos) {
+        group = absl::StrCat("\"", absl::StrReplaceAll(group, {{"\"", "\"\""}}), "\"");
+      }
+      absl::StrAppend(
+          &csv, group, ",",
+          absl::StrFormat("%.6f,%.6f,%.6f,%.6f,%.6f", row.offered_gpu_hours(), row.sold_gpu_hours(),
+                          row.offered_pflops_hours(), row.sold_pflops_hours(), row.utilization()),
+          ",", row.requests(), ",", row.grants(), ",", absl::StrFormat("%.6f", row.fill_rate()),
+          ",", row.gmv_micros(), ",", row.commission_micros(), ",", row.idle_fragment_gpus(), "\n");
+    }
+    Print(ctx, csv);
     return absl::OkStatus();
   }
   Table t({"GROUP", "OFFERED GPU-H", "SOLD GPU-H", "UTILIZATION", "REQUESTS", "GRANTS", "FILL",
@@ -1135,7 +1159,8 @@ const std::vector<Command>& Commands() {
        0,
        0,
        "the market's figures (admin; operators see their own)",
-       {{"group-by", FlagKind::kValue, "=none|center|region|operator|model|center-type"},
+       {{"by", FlagKind::kValue, "=none|center|region|operator|model|center-type  grouping"},
+        {"group-by", FlagKind::kValue, "=...  the same as --by"},
         {"from", FlagKind::kValue, "=TIME  (default 24h before --to)"},
         {"to", FlagKind::kValue, "=TIME  (default now)"}},
        Stats},
@@ -1361,8 +1386,11 @@ int Run(const std::vector<std::string>& args, const GetEnv& getenv, std::ostream
     options.timeout = *timeout;
   }
   const std::string output = line->flags.ValueOr("output", "table");
-  if (output != "table" && output != "json") {
-    return Usage(err, prefix, "--output must be table or json");
+  if (output != "table" && output != "json" && output != "csv") {
+    return Usage(err, prefix, "--output must be table, json or csv (csv: stats only)");
+  }
+  if (output == "csv" && command->path != "stats") {
+    return Usage(err, prefix, "--output=csv is for stats; use table or json here");
   }
   if (options.api_key.empty()) {
     return Usage(err, prefix, "no API key: pass --key=sk_... or set SUANLI_KEY");
@@ -1381,6 +1409,7 @@ int Run(const std::vector<std::string>& args, const GetEnv& getenv, std::ostream
               line->flags,
               client->get(),
               output == "json",
+              output == "csv",
               server,
               tls,
               absl::Now(),
