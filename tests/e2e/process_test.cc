@@ -242,20 +242,41 @@ TEST_P(StoreProcess, DatabaseOutageUnderLoadLosesNothingAndRecovers) {
                            &acked, &acks);
     }
     while (acks.load() < 50) absl::SleepFor(absl::Milliseconds(1));
-    // The database goes away under load: every connection to it is cut and new ones refused.
     const std::string db = pg_->name();
-    storage::PostgresExec(storage::PostgresAdminUrl(),
-                          absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS false"));
-    storage::PostgresExec(storage::PostgresAdminUrl(),
-                          absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                       "WHERE datname = '",
-                                       db, "' AND pid <> pg_backend_pid()"));
-    absl::SleepFor(absl::Seconds(2));
-    const int during = acks.load();
-    absl::SleepFor(absl::Milliseconds(500));
-    EXPECT_EQ(acks.load(), during) << "acknowledged while the database was away";
-    storage::PostgresExec(storage::PostgresAdminUrl(),
-                          absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS true"));
+    int during = 0;
+    if (round == 0) {
+      // The database goes away under load: every connection to it is cut and new ones refused.
+      storage::PostgresExec(storage::PostgresAdminUrl(),
+                            absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS false"));
+      storage::PostgresExec(storage::PostgresAdminUrl(),
+                            absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE datname = '",
+                                         db, "' AND pid <> pg_backend_pid()"));
+      absl::SleepFor(absl::Seconds(2));
+      during = acks.load();
+      absl::SleepFor(absl::Milliseconds(500));
+      EXPECT_EQ(acks.load(), during) << "acknowledged while the database was away";
+      storage::PostgresExec(storage::PostgresAdminUrl(),
+                            absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS true"));
+    } else {
+      // The database server crashes under load (immediate shutdown: crash recovery at start)
+      // and comes back. This test binary runs alone (RUN_SERIAL), so no other test loses it.
+      const char* pg_dir = std::getenv("SUANLI_TEST_PG_DIR");
+      ASSERT_NE(pg_dir, nullptr) << "run under tests/tools/with_postgres.sh";
+      const std::string ctl = absl::StrCat(
+          geteuid() == 0 ? "runuser -u postgres -- " : "", "/usr/lib/postgresql/15/bin/pg_ctl -D ",
+          pg_dir, "/data -l ", pg_dir, "/server.log -m immediate -w -t 60 restart </dev/null >",
+          pg_dir, "/restart.log 2>&1");
+      auto started = [] {
+        return storage::PostgresExec(storage::PostgresAdminUrl(),
+                                     "SELECT pg_postmaster_start_time()::text")[0][0]
+            .as<std::string>();
+      };
+      const std::string before = started();
+      ASSERT_EQ(system(ctl.c_str()), 0) << "pg_ctl restart failed: " << ctl;
+      EXPECT_NE(started(), before) << "the server did not restart";
+      during = acks.load();
+    }
     // It comes back by itself: calls succeed again without a restart of the broker.
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     while (acks.load() < during + 50 && absl::Now() < deadline) {
