@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/harness.h"
@@ -140,6 +141,36 @@ void CheckAcknowledged(int port, const std::vector<std::string>& keys, Acked& ac
   }
 }
 
+// The books after a crash: every entry balances, and what buyers were debited is exactly the
+// final price of every allocation sold (never-redeemed holds cost nothing).
+int64_t LedgerProblems(const broker::Market& m) {
+  int64_t problems = 0, debited = 0;
+  for (const storage::LedgerEntryRow& entry : m.Ledger()) {
+    int64_t sum = 0;
+    for (const storage::LedgerLeg& leg : entry.legs) {
+      sum += leg.amount_micros;
+      if (absl::StartsWith(leg.account, "buyer:")) debited -= leg.amount_micros;
+    }
+    if (sum != 0) ++problems;
+  }
+  broker::Principal admin;
+  admin.role = v1::ROLE_ADMIN;
+  v1::ListSoldAllocationsRequest r;
+  *r.mutable_since() = Ts(absl::UnixEpoch());
+  r.mutable_page()->set_page_size(1000);
+  int64_t priced = 0;
+  for (;;) {
+    absl::StatusOr<v1::ListSoldAllocationsResponse> page =
+        m.ListSoldAllocations(admin, r, absl::Now());
+    if (!page.ok()) return problems + 1;
+    for (const v1::Allocation& a : page->allocations()) priced += a.total_price_micros();
+    if (page->next_page_token().empty()) break;
+    r.mutable_page()->set_page_token(page->next_page_token());
+  }
+  EXPECT_EQ(debited, priced) << "buyers were debited other than the allocations' prices";
+  return problems + (debited == priced ? 0 : 1);
+}
+
 // The crash and outage tests run on each store: SQLite, and PostgreSQL when the test server of
 // tests/tools/with_postgres.sh is there (tests/run.sh runs them under it).
 class StoreProcess : public ::testing::TestWithParam<std::string> {
@@ -212,7 +243,7 @@ TEST_P(StoreProcess, KillNineUnderLoadLosesNothingAcknowledged) {
   ASSERT_TRUE(b.ok()) << b.status();
   absl::StatusOr<int64_t> violations = (*b)->engine().Run<int64_t>(
       [](broker::Market& m, absl::Time, storage::Batch*) -> absl::StatusOr<int64_t> {
-        return m.Audit().violations;
+        return m.Audit().violations + LedgerProblems(m);
       });
   ASSERT_TRUE(violations.ok());
   EXPECT_EQ(*violations, 0);
@@ -292,7 +323,7 @@ TEST_P(StoreProcess, DatabaseOutageUnderLoadLosesNothingAndRecovers) {
   ASSERT_TRUE(b.ok()) << b.status();
   absl::StatusOr<int64_t> violations = (*b)->engine().Run<int64_t>(
       [](broker::Market& m, absl::Time, storage::Batch*) -> absl::StatusOr<int64_t> {
-        return m.Audit().violations;
+        return m.Audit().violations + LedgerProblems(m);
       });
   ASSERT_TRUE(violations.ok());
   EXPECT_EQ(*violations, 0);
