@@ -143,11 +143,17 @@ void Engine::BeginStop() {
   give_up_reload_ = true;
 }
 
-bool Engine::Enqueue(Command* c) {
+absl::Status Engine::Enqueue(Command* c) {
   absl::MutexLock lock(&mu_);
-  if (!accepting_) return false;
+  if (!accepting_) {
+    return absl::UnavailableError("the broker is shutting down; retry against a running broker");
+  }
+  if (reloading_) {
+    return absl::UnavailableError(
+        "the broker cannot reach its store and is waiting for it; nothing was changed; retry");
+  }
   queue_.push_back(c);
-  return true;
+  return absl::OkStatus();
 }
 
 std::shared_ptr<const CatalogSnapshot> Engine::Catalog() const {
@@ -163,6 +169,24 @@ Engine::Stats Engine::stats() const {
 std::string Engine::StoreDescription() const { return store_ ? store_->Describe() : ""; }
 
 void Engine::Reload() {
+  // Callers are told at once that the store is away, instead of waiting for it: queued calls
+  // and new ones get UNAVAILABLE until the rebuild has worked.
+  std::deque<Command*> waiting;
+  {
+    absl::MutexLock lock(&mu_);
+    reloading_ = true;
+    waiting.swap(queue_);
+  }
+  const absl::Status away = absl::UnavailableError(
+      "the broker cannot reach its store and is waiting for it; nothing was changed; retry");
+  for (Command* c : waiting) c->finish(away);
+  struct Done {
+    Engine* e;
+    ~Done() {
+      absl::MutexLock lock(&e->mu_);
+      e->reloading_ = false;
+    }
+  } done{this};
   absl::Duration backoff = absl::Milliseconds(50);
   for (int attempt = 1;; ++attempt) {
     const absl::Time now = std::max(last_now_, absl::Now());

@@ -118,7 +118,9 @@ class Engine {
     std::function<void(const absl::Status&)> finish;                  // after the commit
   };
 
-  bool Enqueue(Command* c);
+  // OK, or UNAVAILABLE (saying why) when the engine takes no commands: stopping, or rebuilding
+  // from a store it cannot reach.
+  absl::Status Enqueue(Command* c);
   void Loop();
   // Rebuilds the market from the store after a failed commit, retrying until it works or the
   // engine stops.
@@ -140,6 +142,7 @@ class Engine {
   bool accepting_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool give_up_reload_ ABSL_GUARDED_BY(mu_) = false;
+  bool reloading_ ABSL_GUARDED_BY(mu_) = false;  // rebuilding after a failed commit
   std::shared_ptr<const CatalogSnapshot> catalog_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
@@ -159,9 +162,7 @@ absl::StatusOr<T> Engine::Run(
     if (!commit.ok()) result = commit;
     done.Notify();
   };
-  if (!Enqueue(&c)) {
-    return absl::UnavailableError("the broker is shutting down; retry against a running broker");
-  }
+  if (absl::Status s = Enqueue(&c); !s.ok()) return s;
   done.WaitForNotification();
   return *std::move(result);
 }

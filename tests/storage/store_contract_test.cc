@@ -82,8 +82,8 @@ Backend SqliteBackend() {
         absl::string_view path = url;
         absl::ConsumePrefix(&path, "sqlite:");
         sqlite3* db = nullptr;
-        if (sqlite3_open_v2(std::string(path).c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) !=
-            SQLITE_OK) {
+        const std::string file(path.data(), path.size());
+        if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
           sqlite3_close(db);
           return std::string("cannot open");
         }
