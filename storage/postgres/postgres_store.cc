@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "storage/claim_rules.h"
 #include "storage/migrations/migrations.h"
+#include "storage/time_encoding.h"
 
 namespace suanli::storage {
 
@@ -262,18 +263,6 @@ absl::StatusOr<ParsedUrl> ParseUrl(absl::string_view url) {
 }
 
 // ---- Values. Every value goes to the server as a text parameter.
-
-int64_t ToMicros(absl::Time t) {
-  if (t == absl::InfiniteFuture()) return std::numeric_limits<int64_t>::max();
-  if (t == absl::InfinitePast()) return std::numeric_limits<int64_t>::min();
-  return absl::ToUnixMicros(t);  // rounds down; saturates beyond int64
-}
-
-absl::Time FromMicros(int64_t us) {
-  if (us == std::numeric_limits<int64_t>::max()) return absl::InfiniteFuture();
-  if (us == std::numeric_limits<int64_t>::min()) return absl::InfinitePast();
-  return absl::FromUnixMicros(us);
-}
 
 std::string Int(int64_t v) { return absl::StrCat(v); }
 std::string Time(absl::Time t) { return absl::StrCat(ToMicros(t)); }

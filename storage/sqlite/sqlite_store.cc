@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "storage/claim_rules.h"
 #include "storage/migrations/migrations.h"
+#include "storage/time_encoding.h"
 
 namespace suanli::storage {
 namespace {
@@ -55,18 +56,6 @@ absl::StatusCode CodeFor(int rc) {
 
 // A user-supplied string, quoted and escaped for a message.
 std::string Quote(absl::string_view s) { return absl::StrCat("\"", absl::CHexEscape(s), "\""); }
-
-int64_t ToMicros(absl::Time t) {
-  if (t == absl::InfiniteFuture()) return std::numeric_limits<int64_t>::max();
-  if (t == absl::InfinitePast()) return std::numeric_limits<int64_t>::min();
-  return absl::ToUnixMicros(t);  // rounds down; saturates beyond int64
-}
-
-absl::Time FromMicros(int64_t us) {
-  if (us == std::numeric_limits<int64_t>::max()) return absl::InfiniteFuture();
-  if (us == std::numeric_limits<int64_t>::min()) return absl::InfinitePast();
-  return absl::FromUnixMicros(us);
-}
 
 // An open database with the name used in messages ("sqlite:/abs/path").
 struct Db {
