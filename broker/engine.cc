@@ -16,6 +16,7 @@ std::shared_ptr<Hub::Subscriber> Hub::Subscribe(const std::string& buyer, bool i
   s->buyer = buyer;
   s->include_ended = include_ended;
   absl::MutexLock lock(&mu_);
+  s->first_batch = deciding_;
   if (closed_) {
     absl::MutexLock sl(&s->mu);
     s->closed = true;
@@ -34,10 +35,17 @@ bool Hub::HasSubscribers() {
   return !subs_.empty();
 }
 
-void Hub::Publish(const std::vector<v1::Allocation>& changed) {
+void Hub::SetDeciding(uint64_t batch) {
+  absl::MutexLock lock(&mu_);
+  deciding_ = batch;
+}
+
+void Hub::Publish(const std::vector<v1::Allocation>& changed, uint64_t batch) {
   if (changed.empty()) return;
   absl::MutexLock lock(&mu_);
   for (const std::shared_ptr<Subscriber>& s : subs_) {
+    // A later subscriber's first state already shows this batch's changes.
+    if (s->first_batch > batch) continue;
     absl::MutexLock sl(&s->mu);
     if (s->closed) continue;
     for (const v1::Allocation& a : changed) {
@@ -123,6 +131,7 @@ absl::StatusOr<std::string> Engine::Start(const std::optional<NewKey>& admin_key
     catalog_ = std::move(snap);
     accepting_ = true;
   }
+  writer_ = std::thread([this] { WriteLoop(); });
   thread_ = std::thread([this] { Loop(); });
   return made;
 }
@@ -133,7 +142,10 @@ void Engine::Stop() {
     accepting_ = false;
     stopping_ = true;
   }
+  // The engine thread hands its last batch to the writer and ends; the writer ends once it has
+  // committed and answered everything it was handed.
   if (thread_.joinable()) thread_.join();
+  if (writer_.joinable()) writer_.join();
   hub_.CloseAll();
   store_.reset();
 }
@@ -200,7 +212,8 @@ void Engine::Reload() {
       hub_.Resync([this](const std::string& buyer, bool include_ended) {
         return market_->AllocationsOf({buyer, v1::ROLE_BUYER}, include_ended);
       });
-      hub_.Publish(changed);  // what the rebuild ended (expiries while the store was out)
+      // What the rebuild ended (expiries while the store was out); no batch is in flight now.
+      hub_.Publish(changed, next_seq_);
       return;
     }
     Log(absl::StrCat("cannot rebuild the market from the store yet: ", s.ToString(),
@@ -219,9 +232,17 @@ void Engine::Reload() {
 }
 
 void Engine::Loop() {
-  std::vector<Command*> batch_cmds;
+  struct Done {
+    Engine* e;
+    ~Done() {
+      absl::MutexLock lock(&e->mu_);
+      e->engine_done_ = true;
+    }
+  } done{this};
   for (;;) {
+    std::vector<Command*> batch_cmds;
     bool stop = false;
+    bool failed = false;
     {
       absl::MutexLock lock(&mu_);
       absl::Time wake = std::min(market_->NextEventTime(), absl::Now() + absl::Seconds(1));
@@ -229,60 +250,122 @@ void Engine::Loop() {
         // A refresh may be due later even when nothing else is.
         wake = std::min(wake, catalog_built_ + options_.catalog_refresh);
       }
-      auto ready = [this]()
-                       ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; };
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return !queue_.empty() || stopping_ || commit_failed_;
+      };
       mu_.AwaitWithDeadline(absl::Condition(&ready), wake);
-      const size_t n = std::min(queue_.size(), static_cast<size_t>(options_.max_batch));
-      batch_cmds.assign(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
-      queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
-      stop = stopping_ && queue_.empty();
+      failed = commit_failed_;
+      if (failed) {
+        // The market holds changes that are not in the store. Wait until the writer has failed
+        // every batch decided on them, then rebuild from the store (the writer is idle then, so
+        // the store has one user).
+        auto drained = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+          return decided_.empty() && !writing_;
+        };
+        mu_.Await(absl::Condition(&drained));
+      } else {
+        const size_t n = std::min(queue_.size(), static_cast<size_t>(options_.max_batch));
+        batch_cmds.assign(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
+        queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
+        stop = stopping_ && queue_.empty();
+      }
     }
-    const absl::Time now = std::max(last_now_, absl::Now());
-    last_now_ = now;
-    storage::Batch batch;
-    absl::Status committed = absl::OkStatus();
+    if (failed) {
+      Reload();
+      absl::MutexLock lock(&mu_);
+      commit_failed_ = false;
+      continue;
+    }
     if (broken_) {
-      committed = absl::UnavailableError("the broker lost its store and is stopping; retry");
-      for (Command* c : batch_cmds) c->finish(committed);
+      const absl::Status lost =
+          absl::UnavailableError("the broker lost its store and is stopping; retry");
+      for (Command* c : batch_cmds) c->finish(lost);
       if (stop) return;
       continue;
     }
-    market_->Advance(now, &batch);
-    for (Command* c : batch_cmds) c->apply(*market_, now, &batch);
-    market_->Seal(&batch);
-    if (!batch.empty()) committed = store_->Commit(batch);
-    if (!committed.ok()) {
-      Log(absl::StrCat("commit of a batch of ", batch_cmds.size(),
-                       " calls failed: ", committed.ToString()));
-      committed = absl::UnavailableError(absl::StrCat("the broker could not store the change (",
-                                                      committed.message(),
-                                                      "); nothing was changed; retry"));
-      Reload();
-    }
-    for (Command* c : batch_cmds) c->finish(committed);
-    {
-      absl::MutexLock lock(&mu_);
-      ++stats_.batches;
-      stats_.commands += static_cast<int64_t>(batch_cmds.size());
-      if (!committed.ok()) ++stats_.commit_failures;
-    }
-    if (committed.ok()) {
-      // A watcher subscribes on the engine thread, so none can appear between the check and the
-      // publication.
-      if (hub_.HasSubscribers()) {
-        hub_.Publish(market_->TakeChanged());
-      } else {
-        market_->ForgetChanged();
-      }
+    const absl::Time now = std::max(last_now_, absl::Now());
+    last_now_ = now;
+    auto d = std::make_unique<Decided>();
+    d->seq = next_seq_++;
+    hub_.SetDeciding(d->seq);
+    market_->Advance(now, &d->rows);
+    for (Command* c : batch_cmds) c->apply(*market_, now, &d->rows);
+    market_->Seal(&d->rows);
+    d->commands = std::move(batch_cmds);
+    // A watcher subscribes on the engine thread, so none can appear between the check and the
+    // hand-over; the writer publishes the changes once they are durable.
+    if (hub_.HasSubscribers()) {
+      d->changed = market_->TakeChanged();
+    } else {
+      market_->ForgetChanged();
     }
     if (now >= catalog_built_ + options_.catalog_refresh && market_->TakeCatalogDirty()) {
-      std::shared_ptr<const CatalogSnapshot> snap = market_->BuildCatalog(now);
+      d->catalog = market_->BuildCatalog(now);
       catalog_built_ = now;
-      absl::MutexLock lock(&mu_);
-      catalog_ = std::move(snap);
     }
-    batch_cmds.clear();
+    Hand(std::move(d));
     if (stop) return;
+  }
+}
+
+void Engine::Hand(std::unique_ptr<Decided> d) {
+  absl::MutexLock lock(&mu_);
+  auto room = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return decided_.size() < kMaxWaiting; };
+  mu_.Await(absl::Condition(&room));
+  if (writing_) ++stats_.overlapped;
+  decided_.push_back(std::move(d));
+}
+
+void Engine::WriteLoop() {
+  for (;;) {
+    std::unique_ptr<Decided> d;
+    bool failed_before = false;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        return !decided_.empty() || engine_done_;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (decided_.empty()) return;  // the engine thread has ended and everything is answered
+      d = std::move(decided_.front());
+      decided_.pop_front();
+      writing_ = true;
+      failed_before = commit_failed_;
+    }
+    absl::Status committed = absl::OkStatus();
+    if (failed_before) {
+      // Decided on a market that included a batch the store refused.
+      committed = absl::UnavailableError(
+          "the broker could not store an earlier change this one depended on; nothing was "
+          "changed; retry");
+    } else if (!d->rows.empty()) {
+      committed = store_->Commit(d->rows);
+      if (!committed.ok()) {
+        Log(absl::StrCat("commit of a batch of ", d->commands.size(),
+                         " calls failed: ", committed.ToString()));
+        committed = absl::UnavailableError(absl::StrCat("the broker could not store the change (",
+                                                        committed.message(),
+                                                        "); nothing was changed; retry"));
+      }
+    }
+    if (committed.ok()) {
+      hub_.Publish(d->changed, d->seq);
+      if (d->catalog != nullptr) {
+        absl::MutexLock lock(&mu_);
+        catalog_ = std::move(d->catalog);
+      }
+    } else {
+      // New calls are told at once that the store is away (see Reload), from now on.
+      absl::MutexLock lock(&mu_);
+      reloading_ = true;
+      commit_failed_ = true;
+    }
+    for (Command* c : d->commands) c->finish(committed);
+    absl::MutexLock lock(&mu_);
+    ++stats_.batches;
+    stats_.commands += static_cast<int64_t>(d->commands.size());
+    if (!committed.ok() && !failed_before) ++stats_.commit_failures;
+    writing_ = false;
   }
 }
 

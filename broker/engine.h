@@ -1,10 +1,15 @@
 // The single writer of DESIGN.md §4. Request threads hand the engine commands; one engine thread
-// takes what has queued up as a batch, moves the market's clock (expiries, activations, lapses),
-// applies the commands in order, writes the batch's rows to the store in one transaction, and
-// only then answers the callers. When the commit fails, every caller of the batch gets
-// UNAVAILABLE and the market is rebuilt from the store, so that memory never runs ahead of what
-// is durable. Between batches it publishes a catalog snapshot for searches and hands changed
-// allocations to watchers.
+// takes what has queued up as a batch, moves the market's clock (expiries, activations, lapses)
+// and applies the commands in order; a writer thread then writes the batch's rows to the store in
+// one transaction and only then answers the batch's callers. The two overlap: while batch N is
+// being committed, batch N+1 is decided (on a market that includes N's changes), so the store's
+// flush latency no longer stops decisions. Batches commit in the order they were decided, and a
+// batch's callers are answered only after it and every batch before it are durable: no answer
+// ever shows a change that could still be lost. When a commit fails, its callers and those of
+// every batch decided after it get UNAVAILABLE, and the market is rebuilt from the store, so
+// that memory never runs ahead of what is durable for long and never for an answer. After each
+// commit the writer publishes the catalog snapshot built with the batch (for searches) and hands
+// its changed allocations to watchers.
 //
 //   Engine engine(std::move(store), &keys);
 //   absl::StatusOr<std::string> new_admin_key = engine.Start(admin_key);
@@ -46,13 +51,18 @@ class Hub {
     std::deque<v1::Allocation> queue ABSL_GUARDED_BY(mu);
     bool closed ABSL_GUARDED_BY(mu) = false;
     bool overflowed ABSL_GUARDED_BY(mu) = false;
+    // The engine batch it subscribed in: it gets the changes of that batch and later ones.
+    uint64_t first_batch = 0;
   };
   // Most changes a subscriber may have waiting; past that it is closed as too slow.
   static constexpr size_t kMaxQueued = 100'000;
 
   std::shared_ptr<Subscriber> Subscribe(const std::string& buyer, bool include_ended);
   void Unsubscribe(const std::shared_ptr<Subscriber>& s);
-  void Publish(const std::vector<v1::Allocation>& changed);
+  // Hands the changes of engine batch `batch` to the subscribers of that batch or earlier ones.
+  void Publish(const std::vector<v1::Allocation>& changed, uint64_t batch);
+  // The batch the engine is deciding (engine thread): subscribers made now start with it.
+  void SetDeciding(uint64_t batch);
   // Whether anyone is watching.
   bool HasSubscribers();
   // Closes every subscriber, and every later one at once (shutdown).
@@ -65,6 +75,7 @@ class Hub {
  private:
   absl::Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t deciding_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_set<std::shared_ptr<Subscriber>> subs_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -82,6 +93,8 @@ class Engine {
     int64_t batches = 0;
     int64_t commands = 0;
     int64_t commit_failures = 0;
+    // Batches that were decided while an earlier one was still being committed.
+    int64_t overlapped = 0;
   };
 
   Engine(std::unique_ptr<storage::Store> store, KeyRing* keys, Options options);
@@ -117,11 +130,25 @@ class Engine {
     std::function<bool(Market&, absl::Time, storage::Batch*)> apply;  // true: the call succeeded
     std::function<void(const absl::Status&)> finish;                  // after the commit
   };
+  // A decided batch on its way to the store.
+  struct Decided {
+    uint64_t seq = 0;
+    std::vector<Command*> commands;
+    storage::Batch rows;
+    std::vector<v1::Allocation> changed;             // for watchers, after the commit
+    std::shared_ptr<const CatalogSnapshot> catalog;  // to publish after the commit, or null
+  };
+  // Most decided batches waiting for the writer besides the one it is committing.
+  static constexpr size_t kMaxWaiting = 1;
 
   // OK, or UNAVAILABLE (saying why) when the engine takes no commands: stopping, or rebuilding
   // from a store it cannot reach.
   absl::Status Enqueue(Command* c);
   void Loop();
+  // The writer thread: commits decided batches in order and answers their callers.
+  void WriteLoop();
+  // Hands a decided batch to the writer, waiting while kMaxWaiting are already waiting.
+  void Hand(std::unique_ptr<Decided> d);
   // Rebuilds the market from the store after a failed commit, retrying until it works or the
   // engine stops.
   void Reload();
@@ -145,7 +172,16 @@ class Engine {
   bool reloading_ ABSL_GUARDED_BY(mu_) = false;  // rebuilding after a failed commit
   std::shared_ptr<const CatalogSnapshot> catalog_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  // Between the threads: batches decided and not yet taken by the writer, whether it is
+  // committing one, whether a commit failed (every later batch fails until the engine has rebuilt
+  // the market), and whether the engine thread has finished (the writer stops when drained).
+  std::deque<std::unique_ptr<Decided>> decided_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool commit_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool engine_done_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_seq_ = 1;  // engine thread
   std::thread thread_;
+  std::thread writer_;
 };
 
 template <typename T>

@@ -51,11 +51,13 @@ class SqliteStore final : public Store {
   std::string Describe() const override;
 
  private:
+  class Statements;  // the commit's prepared statements
   SqliteStore(sqlite3* db, std::string name, int64_t schema_version);
 
   sqlite3* db_;             // owned; closed by the destructor
   std::string name_;        // "sqlite:" and the absolute path, for messages
   int64_t schema_version_;  // of the open database
+  std::unique_ptr<Statements> statements_;
 };
 
 }  // namespace suanli::storage
