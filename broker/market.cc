@@ -1,6 +1,7 @@
 #include "broker/market.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -165,6 +166,7 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
     Books& posted = posted_[static_cast<uint64_t>(e.allocation_id)];
     for (const storage::LedgerLeg& leg : e.legs) posted[leg.account] += leg.amount_micros;
     ledger_.push_back(e);
+    IndexEntry(ledger_.size() - 1);
   }
   for (const storage::AccountRow& row : contents.accounts) {
     v1::Account a;
@@ -871,10 +873,26 @@ void Market::PostCharge(uint64_t id, absl::Time at, storage::Batch* batch,
   }
   batch->ledger.push_back(e);
   ledger_.push_back(std::move(e));
+  IndexEntry(ledger_.size() - 1);
 }
 
-void Market::CountDecision(absl::Time now, const scheduler::Decision& d) {
+void Market::IndexEntry(size_t i) {
+  const storage::LedgerEntryRow& e = ledger_[i];
+  absl::flat_hash_set<std::string> parties;
+  for (const storage::LedgerLeg& leg : e.legs) {
+    if (absl::StartsWith(leg.account, kBuyerPrefix)) {
+      parties.insert(leg.account);
+    } else if (absl::StartsWith(leg.account, kOperatorPrefix) ||
+               absl::StartsWith(leg.account, kCommissionPrefix)) {
+      parties.insert(absl::StrCat(kOperatorPrefix, OperatorOf(leg.account)));
+    }
+  }
+  for (const std::string& party : parties) entries_by_party_[party].push_back(i);
+}
+
+void Market::CountDecision(absl::Time now, const scheduler::Decision& d, absl::Duration took) {
   DecisionCounts& c = decisions_[absl::ToUnixSeconds(now) / 60];
+  c.latency.Record(took);
   ++c.requests;
   if (d.granted) {
     ++c.grants;
@@ -943,8 +961,10 @@ absl::StatusOr<v1::QuoteResponse> Market::Quote(const Principal& p, const v1::Qu
   if (hold) {
     absl::StatusOr<absl::Duration> ttl = ValidateHold(r.hold());
     if (!ttl.ok()) return ttl.status();
+    const auto started = std::chrono::steady_clock::now();
     d = core_->Hold(*q, *ttl, now);
-    if (d.ok()) CountDecision(now, *d);
+    const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - started);
+    if (d.ok()) CountDecision(now, *d, took);
   } else {
     d = core_->Quote(*q, now);
   }
@@ -1015,9 +1035,12 @@ absl::StatusOr<v1::Allocation> Market::Allocate(const Principal& p, const v1::Al
       return Exhausted(rej);
     }
   }
+  // The decision's latency, on the monotonic clock: the core's time alone.
+  const auto started = std::chrono::steady_clock::now();
   absl::StatusOr<scheduler::Decision> d = core_->Allocate(*q, now);
+  const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - started);
   if (!d.ok()) return d.status();
-  CountDecision(now, *d);
+  CountDecision(now, *d, took);
   if (!d->granted) {
     const v1::Rejection rej = RejectionToProto(d->rejection);
     if (!key.empty()) {

@@ -29,7 +29,9 @@
 #include "absl/time/time.h"
 #include "broker/auth.h"
 #include "broker/catalog_query.h"
+#include "broker/latency_histogram.h"
 #include "broker/ledger.h"
+#include "broker/settlement.h"
 #include "scheduler/matcher.h"
 #include "storage/store.h"
 #include "suanli/v1/admin.pb.h"
@@ -144,6 +146,23 @@ class Market {
   // Every ledger entry, in id order (the books; for tests and audits).
   const std::vector<storage::LedgerEntryRow>& Ledger() const { return ledger_; }
 
+  // ---- Settlement (docs/LEDGER.md): statements and invoices over a period, summed from the
+  // ledger (broker/settlement.h). The period defaults as in MarketStats; INVALID_ARGUMENT when
+  // from >= to. An empty account id means the caller's own account.
+  // OperatorService.GetStatement: operators their own (PERMISSION_DENIED for another's), admins
+  // any account's (NOT_FOUND for an unknown one); buyers PERMISSION_DENIED.
+  absl::StatusOr<v1::Statement> OperatorStatement(const Principal& p,
+                                                  const v1::GetStatementRequest& r,
+                                                  absl::Time now) const;
+  // MarketService.GetInvoice: buyers their own (PERMISSION_DENIED for another's), admins any
+  // account's (NOT_FOUND for an unknown one); operators PERMISSION_DENIED.
+  absl::StatusOr<v1::Invoice> BuyerInvoice(const Principal& p, const v1::GetInvoiceRequest& r,
+                                           absl::Time now) const;
+  // OpsService.GetSettlementReport: admins every operator's statement and every buyer's invoice
+  // (without their lines); an operator its own statement only; buyers PERMISSION_DENIED.
+  absl::StatusOr<v1::GetSettlementReportResponse> SettlementReport(
+      const Principal& p, const v1::GetSettlementReportRequest& r, absl::Time now) const;
+
   // ---- Time: activations, expiries and lapses due by `now`.
   void Advance(absl::Time now, storage::Batch* batch);
   // When Advance may next have something to do (absl::InfiniteFuture() when nothing is pending).
@@ -194,8 +213,17 @@ class Market {
   void Persist(uint64_t id, absl::Time at, storage::Batch* batch);
   void PostCharge(uint64_t id, absl::Time at, storage::Batch* batch,
                   std::optional<EntryKind> kind = std::nullopt);
-  // Counts an allocation decision (Allocate with a request, or a hold) in its minute.
-  void CountDecision(absl::Time now, const scheduler::Decision& d);
+  // Counts an allocation decision (Allocate with a request, or a hold) in its minute, with the
+  // time the core took to decide it.
+  void CountDecision(absl::Time now, const scheduler::Decision& d, absl::Duration took);
+  // Adds ledger_[i] to the index of entries by party.
+  void IndexEntry(size_t i);
+  // The entries (id order) with a leg of `party`: "operator:<id>" (operator:<id> or
+  // commission:<id> legs) or "buyer:<id>".
+  std::vector<const storage::LedgerEntryRow*> EntriesOf(const std::string& party) const;
+  // What statements and invoices show of allocations (settlement.h), looked up as needed and
+  // remembered in `cache`.
+  FactsOf Facts(absl::flat_hash_map<int64_t, AllocationFacts>* cache) const;
   v1::Allocation Preview(const scheduler::Allocation& a, const v1::AllocationRequest& r) const;
   std::string OfferCovering(const std::string& node_id, int64_t price, absl::Time start,
                             absl::Time end) const;
@@ -225,6 +253,9 @@ class Market {
   bool catalog_dirty_ = true;
   // The books: every entry (id order), and what is posted per allocation.
   std::vector<storage::LedgerEntryRow> ledger_;
+  // Positions in ledger_ by party ("operator:<id>" for the operator's and its commission's legs,
+  // "buyer:<id>"), increasing: what statements and invoices read.
+  absl::flat_hash_map<std::string, std::vector<size_t>> entries_by_party_;
   absl::flat_hash_map<uint64_t, Books> posted_;
   int64_t ledger_seq_ = 0;
   // Decisions per minute (unix minute -> counts), since this market was built: in memory only.
@@ -232,6 +263,7 @@ class Market {
     int64_t requests = 0;
     int64_t grants = 0;
     absl::btree_map<std::string, int64_t> rejections;  // RejectReason name -> count
+    LatencyHistogram latency;  // how long the core took to decide each of them
   };
   absl::btree_map<int64_t, DecisionCounts> decisions_;
   // When withdrawn offers were withdrawn (for offered hours).

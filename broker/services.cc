@@ -201,6 +201,14 @@ grpc::Status MarketServiceImpl::WatchAllocations(grpc::ServerContext* ctx,
   }
 }
 
+grpc::Status MarketServiceImpl::GetInvoice(grpc::ServerContext* ctx, const v1::GetInvoiceRequest* r,
+                                           v1::Invoice* out) {
+  return Call(ctx, keys_, engine_, out,
+              [r](Market& m, const Principal& p, absl::Time now, storage::Batch*) {
+                return m.BuyerInvoice(p, *r, now);
+              });
+}
+
 // ------------------------------------------------------------------------------------ operator
 
 grpc::Status OperatorServiceImpl::RegisterCenter(grpc::ServerContext* ctx,
@@ -279,6 +287,15 @@ grpc::Status OperatorServiceImpl::ListSoldAllocations(grpc::ServerContext* ctx,
               });
 }
 
+grpc::Status OperatorServiceImpl::GetStatement(grpc::ServerContext* ctx,
+                                               const v1::GetStatementRequest* r,
+                                               v1::Statement* out) {
+  return Call(ctx, keys_, engine_, out,
+              [r](Market& m, const Principal& p, absl::Time now, storage::Batch*) {
+                return m.OperatorStatement(p, *r, now);
+              });
+}
+
 // ------------------------------------------------------------------------------------ admin
 
 grpc::Status AdminServiceImpl::CreateAccount(grpc::ServerContext* ctx,
@@ -318,17 +335,33 @@ grpc::Status AdminServiceImpl::RevokeApiKey(grpc::ServerContext* ctx,
 
 // ------------------------------------------------------------------------------------ ops
 
+namespace {
+
+grpc::Status NoEngine() {
+  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                      "market figures are not wired into this server (OpsServiceImpl needs the "
+                      "engine)");
+}
+
+}  // namespace
+
 grpc::Status OpsServiceImpl::GetMarketStats(grpc::ServerContext* ctx,
                                             const v1::GetMarketStatsRequest* r,
                                             v1::GetMarketStatsResponse* out) {
-  if (engine_ == nullptr) {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                        "market figures are not wired into this server (OpsServiceImpl needs the "
-                        "engine)");
-  }
+  if (engine_ == nullptr) return NoEngine();
   return Call(ctx, keys_, engine_, out,
               [r](Market& m, const Principal& p, absl::Time now, storage::Batch*) {
                 return m.MarketStats(p, *r, now);
+              });
+}
+
+grpc::Status OpsServiceImpl::GetSettlementReport(grpc::ServerContext* ctx,
+                                                 const v1::GetSettlementReportRequest* r,
+                                                 v1::GetSettlementReportResponse* out) {
+  if (engine_ == nullptr) return NoEngine();
+  return Call(ctx, keys_, engine_, out,
+              [r](Market& m, const Principal& p, absl::Time now, storage::Batch*) {
+                return m.SettlementReport(p, *r, now);
               });
 }
 

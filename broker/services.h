@@ -40,6 +40,8 @@ class MarketServiceImpl final : public v1::MarketService::Service {
                                  v1::Allocation* out) override;
   grpc::Status WatchAllocations(grpc::ServerContext* ctx, const v1::WatchAllocationsRequest* r,
                                 grpc::ServerWriter<v1::Allocation>* writer) override;
+  grpc::Status GetInvoice(grpc::ServerContext* ctx, const v1::GetInvoiceRequest* r,
+                          v1::Invoice* out) override;
 
  private:
   Engine* engine_;
@@ -68,6 +70,8 @@ class OperatorServiceImpl final : public v1::OperatorService::Service {
   grpc::Status ListSoldAllocations(grpc::ServerContext* ctx,
                                    const v1::ListSoldAllocationsRequest* r,
                                    v1::ListSoldAllocationsResponse* out) override;
+  grpc::Status GetStatement(grpc::ServerContext* ctx, const v1::GetStatementRequest* r,
+                            v1::Statement* out) override;
 
  private:
   Engine* engine_;
@@ -93,11 +97,14 @@ class AdminServiceImpl final : public v1::AdminService::Service {
 
 class OpsServiceImpl final : public v1::OpsService::Service {
  public:
-  // Without an engine, GetMarketStats answers UNIMPLEMENTED.
+  // Without an engine, every call answers UNIMPLEMENTED.
   explicit OpsServiceImpl(const KeyRing* keys) : keys_(keys) {}
   OpsServiceImpl(Engine* engine, const KeyRing* keys) : engine_(engine), keys_(keys) {}
   grpc::Status GetMarketStats(grpc::ServerContext* ctx, const v1::GetMarketStatsRequest* r,
                               v1::GetMarketStatsResponse* out) override;
+  grpc::Status GetSettlementReport(grpc::ServerContext* ctx,
+                                   const v1::GetSettlementReportRequest* r,
+                                   v1::GetSettlementReportResponse* out) override;
 
  private:
   Engine* engine_ = nullptr;

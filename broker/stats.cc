@@ -42,19 +42,11 @@ absl::StatusOr<v1::GetMarketStatsResponse> Market::MarketStats(const Principal& 
   if (!admin && p.role != v1::ROLE_OPERATOR) {
     return absl::PermissionDeniedError("market figures need an admin or operator key");
   }
-  absl::Time to = now;
-  if (r.has_to()) {
-    absl::StatusOr<absl::Time> t = FromProto("to", r.to());
-    if (!t.ok()) return t.status();
-    to = *t;
-  }
-  absl::Time from = to - absl::Hours(24);
-  if (r.has_from()) {
-    absl::StatusOr<absl::Time> t = FromProto("from", r.from());
-    if (!t.ok()) return t.status();
-    from = *t;
-  }
-  if (from >= to) return absl::InvalidArgumentError("from: must be before to");
+  absl::StatusOr<Period> period =
+      ValidatePeriod(r.has_from() ? &r.from() : nullptr, r.has_to() ? &r.to() : nullptr, now);
+  if (!period.ok()) return period.status();
+  const absl::Time from = period->from;
+  const absl::Time to = period->to;
   if (!v1::GroupBy_IsValid(r.group_by())) {
     return absl::InvalidArgumentError(absl::StrCat("group_by: unknown value ", r.group_by()));
   }
@@ -206,13 +198,17 @@ absl::StatusOr<v1::GetMarketStatsResponse> Market::MarketStats(const Principal& 
     }
   }
 
-  // Decisions: counted per minute in memory since the broker started; market-wide, so only in
-  // the ungrouped row, and only for admins (an operator does not see other tenants' demand).
-  if (admin && r.group_by() == v1::GROUP_BY_NONE) {
-    v1::MarketStatsRow& out = row("");
+  // Decisions and their latency: counted per minute in memory since the broker started;
+  // market-wide, so only for admins (an operator does not see other tenants' demand), the counts
+  // only in the ungrouped row.
+  LatencyHistogram latency;
+  if (admin) {
     const int64_t first = absl::ToUnixSeconds(from) / 60;
     for (auto it = decisions_.lower_bound(first);
          it != decisions_.end() && absl::FromUnixSeconds(it->first * 60) < to; ++it) {
+      latency.Merge(it->second.latency);
+      if (r.group_by() != v1::GROUP_BY_NONE) continue;
+      v1::MarketStatsRow& out = row("");
       out.set_requests(out.requests() + it->second.requests);
       out.set_grants(out.grants() + it->second.grants);
       for (const auto& [reason, n] : it->second.rejections) {
@@ -237,8 +233,11 @@ absl::StatusOr<v1::GetMarketStatsResponse> Market::MarketStats(const Principal& 
                      return x->gmv_micros() > y->gmv_micros();
                    });
   for (v1::MarketStatsRow* out : ordered) *response.add_rows() = std::move(*out);
-  // Decision latency is not measured by the market (the engine times batches, not decisions):
-  // the percentiles stay 0.
+  // Nanoseconds to microseconds: a ratio for people, not money.
+  response.set_decision_p50_us(static_cast<double>(latency.QuantileNanos(0.5)) / 1000.0);
+  response.set_decision_p99_us(static_cast<double>(latency.QuantileNanos(0.99)) / 1000.0);
+  response.set_decision_p999_us(static_cast<double>(latency.QuantileNanos(0.999)) / 1000.0);
+  response.set_decisions_timed(latency.count());
   return response;
 }
 

@@ -136,6 +136,25 @@ absl::StatusOr<absl::Time> FromProto(absl::string_view field,
   return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
 }
 
+absl::StatusOr<Period> ValidatePeriod(const google::protobuf::Timestamp* from,
+                                      const google::protobuf::Timestamp* to, absl::Time now) {
+  Period p;
+  p.to = now;
+  if (to != nullptr) {
+    absl::StatusOr<absl::Time> t = FromProto("to", *to);
+    if (!t.ok()) return t.status();
+    p.to = *t;
+  }
+  p.from = p.to - absl::Hours(24);
+  if (from != nullptr) {
+    absl::StatusOr<absl::Time> t = FromProto("from", *from);
+    if (!t.ok()) return t.status();
+    p.from = *t;
+  }
+  if (p.from >= p.to) return absl::InvalidArgumentError("from: must be before to");
+  return p;
+}
+
 absl::StatusOr<absl::Duration> FromProto(absl::string_view field,
                                          const google::protobuf::Duration& d) {
   constexpr int64_t kMax = 315'576'000'000;  // protobuf's bound, about 10,000 years

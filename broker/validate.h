@@ -32,6 +32,16 @@ absl::StatusOr<absl::Duration> FromProto(absl::string_view field,
 google::protobuf::Timestamp ToProto(absl::Time t);
 google::protobuf::Duration ToProto(absl::Duration d);
 
+// The period [from, to) of a report from its optional `from` and `to` fields (nullptr: not
+// given): `to` defaults to `now`, `from` to 24 hours before `to`. INVALID_ARGUMENT when a field is
+// not a valid timestamp or from >= to.
+struct Period {
+  absl::Time from;
+  absl::Time to;
+};
+absl::StatusOr<Period> ValidatePeriod(const google::protobuf::Timestamp* from,
+                                      const google::protobuf::Timestamp* to, absl::Time now);
+
 // A buyer's request for capacity, for the core. The start stays unset when the request leaves it
 // unset; a start more than 10 years after `now` is refused.
 absl::StatusOr<scheduler::Request> ValidateAllocationRequest(const v1::AllocationRequest& r,

@@ -200,6 +200,10 @@ absl::StatusOr<v1::Allocation> Client::ReleaseAllocation(
   return Call(true, market_.get(), &v1::MarketService::Stub::ReleaseAllocation, request);
 }
 
+absl::StatusOr<v1::Invoice> Client::GetInvoice(const v1::GetInvoiceRequest& request) {
+  return Call(true, market_.get(), &v1::MarketService::Stub::GetInvoice, request);
+}
+
 absl::Status Client::WatchAllocations(const v1::WatchAllocationsRequest& request,
                                       absl::FunctionRef<bool(const v1::Allocation&)> on_change) {
   grpc::Status status;
@@ -267,6 +271,10 @@ absl::StatusOr<v1::ListSoldAllocationsResponse> Client::ListSoldAllocations(
   return Call(true, operator_.get(), &v1::OperatorService::Stub::ListSoldAllocations, request);
 }
 
+absl::StatusOr<v1::Statement> Client::GetStatement(const v1::GetStatementRequest& request) {
+  return Call(true, operator_.get(), &v1::OperatorService::Stub::GetStatement, request);
+}
+
 // ---- AdminService -------------------------------------------------------------------------------
 
 absl::StatusOr<v1::CreateAccountResponse> Client::CreateAccount(
@@ -294,6 +302,11 @@ absl::StatusOr<v1::RevokeApiKeyResponse> Client::RevokeApiKey(
 absl::StatusOr<v1::GetMarketStatsResponse> Client::GetMarketStats(
     const v1::GetMarketStatsRequest& request) {
   return Call(true, ops_.get(), &v1::OpsService::Stub::GetMarketStats, request);
+}
+
+absl::StatusOr<v1::GetSettlementReportResponse> Client::GetSettlementReport(
+    const v1::GetSettlementReportRequest& request) {
+  return Call(true, ops_.get(), &v1::OpsService::Stub::GetSettlementReport, request);
 }
 
 }  // namespace suanli

@@ -30,7 +30,8 @@
 // 50ms doubling up to 2s, each drawn with jitter in [backoff/2, backoff] — but only calls that
 // are safe to repeat:
 //   retried:     Ping, SearchCatalog, GetAllocation, ListAllocations, ListCapacity,
-//                ListSoldAllocations, ListAccounts, GetMarketStats (reads);
+//                ListSoldAllocations, ListAccounts, GetMarketStats, GetInvoice, GetStatement,
+//                GetSettlementReport (reads);
 //                Allocate (see below); Quote without `hold`; ReleaseAllocation;
 //                ExtendAllocation with `new_end` (not with `by`); WithdrawOffer; SetNodeHealth.
 //   not retried: RegisterCenter, AddDomain, AddNodes, RemoveNode, CreateOffer, CreateAccount,
@@ -144,6 +145,10 @@ class Client {
   // thread throughout.
   absl::Status WatchAllocations(const v1::WatchAllocationsRequest& request,
                                 absl::FunctionRef<bool(const v1::Allocation&)> on_change);
+  // The invoice of a buyer for a period [from, to) (default: the caller's, the last 24 hours):
+  // every allocation charged in it with its ledger entries, and the total due, in micro-units.
+  // PERMISSION_DENIED for another buyer's invoice unless the caller is an admin.
+  absl::StatusOr<v1::Invoice> GetInvoice(const v1::GetInvoiceRequest& request = {});
 
   // ---- OperatorService (center operators) ----
   absl::StatusOr<v1::Center> RegisterCenter(const v1::RegisterCenterRequest& request);
@@ -157,6 +162,10 @@ class Client {
   absl::StatusOr<v1::ListCapacityResponse> ListCapacity(const v1::ListCapacityRequest& request);
   absl::StatusOr<v1::ListSoldAllocationsResponse> ListSoldAllocations(
       const v1::ListSoldAllocationsRequest& request);
+  // The settlement statement of an operator for a period [from, to) (default: the caller's, the
+  // last 24 hours): its sales line by line, gross, commission and net payable, in micro-units.
+  // PERMISSION_DENIED for another operator's statement unless the caller is an admin.
+  absl::StatusOr<v1::Statement> GetStatement(const v1::GetStatementRequest& request = {});
 
   // ---- AdminService (admin keys) ----
   // The response holds the account's first API key, which the broker shows only this once.
@@ -169,6 +178,10 @@ class Client {
   // ---- OpsService ----
   absl::StatusOr<v1::GetMarketStatsResponse> GetMarketStats(
       const v1::GetMarketStatsRequest& request);
+  // One statement summary per operator and one invoice summary per buyer for a period (admins);
+  // an operator gets its own statement summary only.
+  absl::StatusOr<v1::GetSettlementReportResponse> GetSettlementReport(
+      const v1::GetSettlementReportRequest& request = {});
 
  private:
   Client(std::shared_ptr<grpc::ChannelInterface> channel, ClientOptions options);

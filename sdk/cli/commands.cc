@@ -74,7 +74,7 @@ struct Context {
   const Flags& flags;
   Client* client = nullptr;
   bool json = false;
-  bool csv = false;  // stats only
+  bool csv = false;  // stats, reports, statements and invoices
   std::string server;
   bool tls = false;
   absl::Time now;
@@ -897,7 +897,29 @@ absl::Status SoldList(Context& ctx) {
   return absl::OkStatus();
 }
 
-absl::Status Stats(Context& ctx) {
+// A CSV field: quoted when it holds a comma, a quote or a line break.
+std::string CsvField(const std::string& text) {
+  if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+  return absl::StrCat("\"", absl::StrReplaceAll(text, {{"\"", "\"\""}}), "\"");
+}
+
+// The period [--from, --to) of a statement, invoice or report: both required.
+absl::Status PeriodFlags(const Context& ctx, google::protobuf::Timestamp* from,
+                         google::protobuf::Timestamp* to) {
+  for (const char* name : {"from", "to"}) {
+    if (!ctx.flags.Has(name)) return UsageError(absl::StrCat("--", name, " is required"));
+  }
+  absl::StatusOr<std::optional<absl::Time>> f = TimeFlag(ctx.flags, "from", ctx.now);
+  if (!f.ok()) return f.status();
+  absl::StatusOr<std::optional<absl::Time>> t = TimeFlag(ctx.flags, "to", ctx.now);
+  if (!t.ok()) return t.status();
+  if (**f >= **t) return UsageError("--from must be before --to");
+  *from = ToProtoTime(**f);
+  *to = ToProtoTime(**t);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::GetMarketStatsRequest> StatsRequest(const Context& ctx) {
   v1::GetMarketStatsRequest req;
   absl::StatusOr<std::optional<absl::Time>> from = TimeFlag(ctx.flags, "from", ctx.now);
   if (!from.ok()) return from.status();
@@ -912,35 +934,29 @@ absl::Status Stats(Context& ctx) {
     if (!group.ok()) return FlagError("by", group.status());
     req.set_group_by(*group);
   }
-  absl::StatusOr<v1::GetMarketStatsResponse> r = ctx.client->GetMarketStats(req);
-  if (!r.ok()) return r.status();
-  if (ctx.json) {
-    PrintJson(ctx, *r);
-    return absl::OkStatus();
+  return req;
+}
+
+// Machine-readable figures: plain numbers (hours, ratios 0..1, money in micro-units).
+std::string StatsCsv(const v1::GetMarketStatsResponse& r) {
+  std::string csv =
+      "group,offered_gpu_hours,sold_gpu_hours,offered_pflops_hours,sold_pflops_hours,"
+      "utilization,requests,grants,fill_rate,gmv_micros,commission_micros,idle_fragment_gpus\n";
+  for (const v1::MarketStatsRow& row : r.rows()) {
+    absl::StrAppend(
+        &csv, CsvField(row.group()), ",",
+        absl::StrFormat("%.6f,%.6f,%.6f,%.6f,%.6f", row.offered_gpu_hours(), row.sold_gpu_hours(),
+                        row.offered_pflops_hours(), row.sold_pflops_hours(), row.utilization()),
+        ",", row.requests(), ",", row.grants(), ",", absl::StrFormat("%.6f", row.fill_rate()), ",",
+        row.gmv_micros(), ",", row.commission_micros(), ",", row.idle_fragment_gpus(), "\n");
   }
-  if (ctx.csv) {
-    // Machine-readable: plain numbers (hours, ratios 0..1, money in micro-units).
-    std::string csv =
-        "group,offered_gpu_hours,sold_gpu_hours,offered_pflops_hours,sold_pflops_hours,"
-        "utilization,requests,grants,fill_rate,gmv_micros,commission_micros,idle_fragment_gpus\n";
-    for (const v1::MarketStatsRow& row : r->rows()) {
-      std::string group = row.group();
-      if (group.find_first_of(",\"\n") != std::string::npos) {
-        group = absl::StrCat("\"", absl::StrReplaceAll(group, {{"\"", "\"\""}}), "\"");
-      }
-      absl::StrAppend(
-          &csv, group, ",",
-          absl::StrFormat("%.6f,%.6f,%.6f,%.6f,%.6f", row.offered_gpu_hours(), row.sold_gpu_hours(),
-                          row.offered_pflops_hours(), row.sold_pflops_hours(), row.utilization()),
-          ",", row.requests(), ",", row.grants(), ",", absl::StrFormat("%.6f", row.fill_rate()),
-          ",", row.gmv_micros(), ",", row.commission_micros(), ",", row.idle_fragment_gpus(), "\n");
-    }
-    Print(ctx, csv);
-    return absl::OkStatus();
-  }
+  return csv;
+}
+
+std::string StatsTable(const v1::GetMarketStatsResponse& r) {
   Table t({"GROUP", "OFFERED GPU-H", "SOLD GPU-H", "UTILIZATION", "REQUESTS", "GRANTS", "FILL",
            "GMV", "COMMISSION", "IDLE FRAGMENTS"});
-  for (const v1::MarketStatsRow& row : r->rows()) {
+  for (const v1::MarketStatsRow& row : r.rows()) {
     t.AddRow({row.group().empty() ? "(market)" : row.group(),
               absl::StrFormat("%.1f", row.offered_gpu_hours()),
               absl::StrFormat("%.1f", row.sold_gpu_hours()),
@@ -949,10 +965,223 @@ absl::Status Stats(Context& ctx) {
               FormatMoney(row.gmv_micros()), FormatMoney(row.commission_micros()),
               absl::StrCat(row.idle_fragment_gpus())});
   }
-  Print(ctx, absl::StrCat(t.Render(),
-                          absl::StrFormat(
-                              "\ndecision latency: p50 %.0fus, p99 %.0fus, p99.9 %.0fus\n",
-                              r->decision_p50_us(), r->decision_p99_us(), r->decision_p999_us())));
+  std::string latency =
+      r.decisions_timed() == 0
+          ? "\ndecision latency: no decisions timed in this range\n"
+          : absl::StrFormat(
+                "\ndecision latency: p50 %.1fus, p99 %.1fus, p99.9 %.1fus (%d decisions)\n",
+                r.decision_p50_us(), r.decision_p99_us(), r.decision_p999_us(),
+                r.decisions_timed());
+  return absl::StrCat(t.Render(), latency);
+}
+
+absl::Status Stats(Context& ctx) {
+  absl::StatusOr<v1::GetMarketStatsRequest> req = StatsRequest(ctx);
+  if (!req.ok()) return req.status();
+  absl::StatusOr<v1::GetMarketStatsResponse> r = ctx.client->GetMarketStats(*req);
+  if (!r.ok()) return r.status();
+  if (ctx.json) {
+    PrintJson(ctx, *r);
+  } else if (ctx.csv) {
+    Print(ctx, StatsCsv(*r));
+  } else {
+    Print(ctx, StatsTable(*r));
+  }
+  return absl::OkStatus();
+}
+
+std::string KindName(v1::LedgerEntryKind kind) {
+  switch (kind) {
+    case v1::LEDGER_ENTRY_KIND_SALE:
+      return "sale";
+    case v1::LEDGER_ENTRY_KIND_EXTENSION:
+      return "extension";
+    case v1::LEDGER_ENTRY_KIND_REFUND:
+      return "refund";
+    case v1::LEDGER_ENTRY_KIND_CORRECTION:
+      return "correction";
+    default:
+      return absl::StrCat(static_cast<int>(kind));
+  }
+}
+
+std::string Named(const std::string& id, const std::string& name) {
+  return name.empty() || name == id ? id : absl::StrCat(id, " (", name, ")");
+}
+
+absl::Status Statement(Context& ctx) {
+  v1::GetStatementRequest req;
+  req.set_operator_id(ctx.flags.ValueOr("operator", ""));
+  if (absl::Status s = PeriodFlags(ctx, req.mutable_from(), req.mutable_to()); !s.ok()) return s;
+  absl::StatusOr<v1::Statement> r = ctx.client->GetStatement(req);
+  if (!r.ok()) return r.status();
+  if (ctx.json) {
+    PrintJson(ctx, *r);
+    return absl::OkStatus();
+  }
+  if (ctx.csv) {
+    std::string csv =
+        "entry_id,posted,allocation_id,buyer_id,kind,gpus,gpu_hours,gross_micros,"
+        "commission_micros,net_micros\n";
+    for (const v1::StatementLine& l : r->lines()) {
+      absl::StrAppend(&csv, l.entry_id(), ",", TimeToString(l.posted()), ",",
+                      CsvField(l.allocation_id()), ",", CsvField(l.buyer_id()), ",",
+                      KindName(l.kind()), ",", l.gpus(), ",",
+                      absl::StrFormat("%.6f", l.gpu_hours()), ",", l.gross_micros(), ",",
+                      l.commission_micros(), ",", l.net_micros(), "\n");
+    }
+    Print(ctx, csv);
+    return absl::OkStatus();
+  }
+  Table t({"ENTRY", "POSTED", "ALLOCATION", "BUYER", "KIND", "GPUS", "GPU-H", "GROSS", "COMMISSION",
+           "NET"});
+  for (const v1::StatementLine& l : r->lines()) {
+    t.AddRow({absl::StrCat(l.entry_id()), TimeToString(l.posted()), l.allocation_id(), l.buyer_id(),
+              KindName(l.kind()), absl::StrCat(l.gpus()), absl::StrFormat("%.2f", l.gpu_hours()),
+              FormatMoney(l.gross_micros()), FormatMoney(l.commission_micros()),
+              FormatMoney(l.net_micros())});
+  }
+  Print(ctx, absl::StrCat("statement of ", Named(r->operator_id(), r->operator_name()),
+                          "\nperiod      ", Window(r->from(), r->to()), "\n\n",
+                          t.rows() == 0 ? "no sales in this period\n" : t.Render(),
+                          "\nlines            ", r->line_count(),
+                          absl::StrFormat(" (%.2f GPU-h)", r->gpu_hours()), "\ngross            ",
+                          FormatMoney(r->gross_micros()), "\ncommission       ",
+                          FormatMoney(r->commission_micros()), "\nnet payable      ",
+                          FormatMoney(r->net_micros()), "\nopening balance  ",
+                          FormatMoney(r->opening_balance_micros()), "\nclosing balance  ",
+                          FormatMoney(r->closing_balance_micros()), "\n"));
+  return absl::OkStatus();
+}
+
+absl::Status Invoice(Context& ctx) {
+  v1::GetInvoiceRequest req;
+  req.set_buyer_id(ctx.flags.ValueOr("buyer", ""));
+  if (absl::Status s = PeriodFlags(ctx, req.mutable_from(), req.mutable_to()); !s.ok()) return s;
+  absl::StatusOr<v1::Invoice> r = ctx.client->GetInvoice(req);
+  if (!r.ok()) return r.status();
+  if (ctx.json) {
+    PrintJson(ctx, *r);
+    return absl::OkStatus();
+  }
+  if (ctx.csv) {
+    std::string csv = "allocation_id,gpus,models,start,end,entry_id,posted,kind,amount_micros\n";
+    for (const v1::InvoiceAllocation& a : r->allocations()) {
+      for (const v1::InvoiceEntry& e : a.entries()) {
+        absl::StrAppend(&csv, CsvField(a.allocation_id()), ",", a.gpus(), ",",
+                        CsvField(absl::StrJoin(a.models(), " ")), ",", TimeToString(a.start()), ",",
+                        TimeToString(a.end()), ",", e.entry_id(), ",", TimeToString(e.posted()),
+                        ",", KindName(e.kind()), ",", e.amount_micros(), "\n");
+      }
+    }
+    Print(ctx, csv);
+    return absl::OkStatus();
+  }
+  Table t({"ALLOCATION", "GPUS", "MODELS", "WINDOW", "ENTRY", "POSTED", "KIND", "AMOUNT"});
+  for (const v1::InvoiceAllocation& a : r->allocations()) {
+    bool first = true;
+    for (const v1::InvoiceEntry& e : a.entries()) {
+      t.AddRow({first ? a.allocation_id() : "", first ? absl::StrCat(a.gpus()) : "",
+                first ? absl::StrJoin(a.models(), ",") : "",
+                first ? Window(a.start(), a.end()) : "", absl::StrCat(e.entry_id()),
+                TimeToString(e.posted()), KindName(e.kind()), FormatMoney(e.amount_micros())});
+      first = false;
+    }
+    t.AddRow({"", "", "", "", "", "", "total", FormatMoney(a.total_micros())});
+  }
+  Print(ctx, absl::StrCat("invoice of ", Named(r->buyer_id(), r->buyer_name()), "\nperiod      ",
+                          Window(r->from(), r->to()), "\n\n",
+                          t.rows() == 0 ? "no charges in this period\n" : t.Render(),
+                          "\nallocations      ", r->allocation_count(), " (", r->entry_count(),
+                          " entries)", "\ntotal due        ", FormatMoney(r->total_due_micros()),
+                          "\nopening balance  ", FormatMoney(r->opening_balance_micros()),
+                          "\nclosing balance  ", FormatMoney(r->closing_balance_micros()), "\n"));
+  return absl::OkStatus();
+}
+
+// `ops report`: the market's figures and the settlement of the same period.
+absl::Status Report(Context& ctx) {
+  absl::StatusOr<v1::GetMarketStatsRequest> stats_req = StatsRequest(ctx);
+  if (!stats_req.ok()) return stats_req.status();
+  v1::GetSettlementReportRequest books_req;
+  if (absl::Status s = PeriodFlags(ctx, books_req.mutable_from(), books_req.mutable_to());
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<v1::GetMarketStatsResponse> stats = ctx.client->GetMarketStats(*stats_req);
+  if (!stats.ok()) return stats.status();
+  absl::StatusOr<v1::GetSettlementReportResponse> books =
+      ctx.client->GetSettlementReport(books_req);
+  if (!books.ok()) return books.status();
+  if (ctx.json) {
+    // One document: {"stats": GetMarketStatsResponse, "settlement": GetSettlementReportResponse},
+    // each printed as PrintJson prints it (fields in proto order), indented one level further.
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.always_print_primitive_fields = true;
+    options.preserve_proto_field_names = true;
+    std::string doc = "{";
+    for (const auto& [name, message] :
+         std::vector<std::pair<std::string, const google::protobuf::Message*>>{
+             {"stats", &*stats}, {"settlement", &*books}}) {
+      std::string json;
+      if (!google::protobuf::util::MessageToJsonString(*message, &json, options).ok()) {
+        return absl::InternalError(absl::StrCat("cannot print the ", name, " as JSON"));
+      }
+      absl::StrAppend(
+          &doc, doc.size() > 1 ? "," : "", "\n \"", name,
+          "\": ", absl::StrReplaceAll(absl::StripTrailingAsciiWhitespace(json), {{"\n", "\n "}}));
+    }
+    absl::StrAppend(&doc, "\n}\n");
+    Print(ctx, doc);
+    return absl::OkStatus();
+  }
+  if (ctx.csv) {
+    // Three tables, each with its header line, separated by an empty line.
+    std::string csv = StatsCsv(*stats);
+    absl::StrAppend(&csv,
+                    "\noperator_id,operator_name,lines,gpu_hours,gross_micros,commission_micros,"
+                    "net_micros,opening_balance_micros,closing_balance_micros\n");
+    for (const v1::Statement& s : books->statements()) {
+      absl::StrAppend(&csv, CsvField(s.operator_id()), ",", CsvField(s.operator_name()), ",",
+                      s.line_count(), ",", absl::StrFormat("%.6f", s.gpu_hours()), ",",
+                      s.gross_micros(), ",", s.commission_micros(), ",", s.net_micros(), ",",
+                      s.opening_balance_micros(), ",", s.closing_balance_micros(), "\n");
+    }
+    absl::StrAppend(&csv,
+                    "\nbuyer_id,buyer_name,allocations,entries,total_due_micros,"
+                    "opening_balance_micros,closing_balance_micros\n");
+    for (const v1::Invoice& i : books->invoices()) {
+      absl::StrAppend(&csv, CsvField(i.buyer_id()), ",", CsvField(i.buyer_name()), ",",
+                      i.allocation_count(), ",", i.entry_count(), ",", i.total_due_micros(), ",",
+                      i.opening_balance_micros(), ",", i.closing_balance_micros(), "\n");
+    }
+    Print(ctx, csv);
+    return absl::OkStatus();
+  }
+  Table ops({"OPERATOR", "NAME", "LINES", "GPU-H", "GROSS", "COMMISSION", "NET PAYABLE", "OPENING",
+             "CLOSING"});
+  for (const v1::Statement& s : books->statements()) {
+    ops.AddRow({s.operator_id(), s.operator_name(), absl::StrCat(s.line_count()),
+                absl::StrFormat("%.1f", s.gpu_hours()), FormatMoney(s.gross_micros()),
+                FormatMoney(s.commission_micros()), FormatMoney(s.net_micros()),
+                FormatMoney(s.opening_balance_micros()), FormatMoney(s.closing_balance_micros())});
+  }
+  Table buyers({"BUYER", "NAME", "ALLOCATIONS", "ENTRIES", "TOTAL DUE", "OPENING", "CLOSING"});
+  for (const v1::Invoice& i : books->invoices()) {
+    buyers.AddRow({i.buyer_id(), i.buyer_name(), absl::StrCat(i.allocation_count()),
+                   absl::StrCat(i.entry_count()), FormatMoney(i.total_due_micros()),
+                   FormatMoney(i.opening_balance_micros()),
+                   FormatMoney(i.closing_balance_micros())});
+  }
+  Print(ctx, absl::StrCat("report for ", Window(books->from(), books->to()), "\n\nMarket figures\n",
+                          StatsTable(*stats), "\nStatements (operators)\n",
+                          ops.rows() == 0 ? "none\n" : ops.Render(), "\nInvoices (buyers)\n",
+                          buyers.rows() == 0 ? "none\n" : buyers.Render(), "\nsettlement: gross ",
+                          FormatMoney(books->gross_micros()), ", commission ",
+                          FormatMoney(books->commission_micros()), ", net payable to operators ",
+                          FormatMoney(books->net_micros()), ", invoiced to buyers ",
+                          FormatMoney(books->due_micros()), "\n"));
   return absl::OkStatus();
 }
 
@@ -966,7 +1195,9 @@ std::vector<FlagSpec> GlobalFlags() {
       {"ca-file", FlagKind::kValue,
        "=PEM  CA of the broker's certificate: use TLS (default $SUANLI_CA_FILE; none: plaintext)"},
       {"timeout", FlagKind::kValue, "=DURATION  deadline of each attempt of a call (default 10s)"},
-      {"output", FlagKind::kValue, "=table|json  json prints the response as one JSON document"},
+      {"output", FlagKind::kValue,
+       "=table|json|csv  json prints the response as one JSON document; csv is for stats, "
+       "reports, statements and invoices"},
       {"help", FlagKind::kSwitch, "  show help"},
   };
 }
@@ -1164,6 +1395,48 @@ const std::vector<Command>& Commands() {
         {"from", FlagKind::kValue, "=TIME  (default 24h before --to)"},
         {"to", FlagKind::kValue, "=TIME  (default now)"}},
        Stats},
+      {"ops stats",
+       "",
+       0,
+       0,
+       "the same as stats",
+       {{"by", FlagKind::kValue, "=none|center|region|operator|model|center-type  grouping"},
+        {"group-by", FlagKind::kValue, "=...  the same as --by"},
+        {"from", FlagKind::kValue, "=TIME  (default 24h before --to)"},
+        {"to", FlagKind::kValue, "=TIME  (default now)"}},
+       Stats},
+      {"ops report",
+       "",
+       0,
+       0,
+       "the market's figures and the settlement of a period: a statement summary per operator "
+       "and an invoice summary per buyer (admin; operators see their own)",
+       {{"from", FlagKind::kValue, "=TIME  start of the period (required)"},
+        {"to", FlagKind::kValue, "=TIME  end of the period, exclusive (required)"},
+        {"by", FlagKind::kValue,
+         "=none|center|region|operator|model|center-type  grouping of the figures"},
+        {"group-by", FlagKind::kValue, "=...  the same as --by"}},
+       Report},
+      {"statement",
+       "",
+       0,
+       0,
+       "an operator's settlement statement: its sales of a period line by line, gross, "
+       "commission and net payable (operator: your own; admin: --operator)",
+       {{"operator", FlagKind::kValue, "=ID  the operator account (default: yours)"},
+        {"from", FlagKind::kValue, "=TIME  start of the period (required)"},
+        {"to", FlagKind::kValue, "=TIME  end of the period, exclusive (required)"}},
+       Statement},
+      {"invoice",
+       "",
+       0,
+       0,
+       "a buyer's invoice: every allocation charged in a period with its entries, and the total "
+       "due (buyer: your own; admin: --buyer)",
+       {{"buyer", FlagKind::kValue, "=ID  the buyer account (default: yours)"},
+        {"from", FlagKind::kValue, "=TIME  start of the period (required)"},
+        {"to", FlagKind::kValue, "=TIME  end of the period, exclusive (required)"}},
+       Invoice},
   };
   return *commands;
 }
@@ -1387,10 +1660,14 @@ int Run(const std::vector<std::string>& args, const GetEnv& getenv, std::ostream
   }
   const std::string output = line->flags.ValueOr("output", "table");
   if (output != "table" && output != "json" && output != "csv") {
-    return Usage(err, prefix, "--output must be table, json or csv (csv: stats only)");
+    return Usage(err, prefix, "--output must be table, json or csv");
   }
-  if (output == "csv" && command->path != "stats") {
-    return Usage(err, prefix, "--output=csv is for stats; use table or json here");
+  const std::set<std::string> csv_commands = {"stats", "ops stats", "ops report", "statement",
+                                              "invoice"};
+  if (output == "csv" && csv_commands.count(command->path) == 0) {
+    return Usage(err, prefix,
+                 "--output=csv is for stats, ops report, statement and invoice; use table or json "
+                 "here");
   }
   if (options.api_key.empty()) {
     return Usage(err, prefix, "no API key: pass --key=sk_... or set SUANLI_KEY");

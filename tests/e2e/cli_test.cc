@@ -4,8 +4,11 @@
 
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/harness.h"
@@ -14,6 +17,7 @@ namespace suanli::e2e {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct Result {
   int code = -1;
@@ -177,6 +181,149 @@ TEST_F(CliTest, ErrorsExitNonZeroWithAMessageOnStderr) {
   Result money =
       Suanli(buyer_key, {"allocate", "--gpus=8", "--max-price=1.0000001", "--duration=1h"});
   EXPECT_EQ(money.code, 2);
+}
+
+// Statements, invoices and the ops report as a person and a program read them: JSON equal to the
+// SDK's answer, CSV with plain micro-units, tables with the totals, and the usual exit codes.
+TEST_F(CliTest, StatementsInvoicesAndReportsInEveryFormat) {
+  std::unique_ptr<Client> admin = Connect(broker_->port(), admin_key_);
+  const std::string op_key = NewAccount(*admin, v1::ROLE_OPERATOR, "op1");
+  const std::string buyer_key = NewAccount(*admin, v1::ROLE_BUYER, "b1");
+  std::unique_ptr<Client> op = Connect(broker_->port(), op_key);
+  std::unique_ptr<Client> buyer = Connect(broker_->port(), buyer_key);
+  SmallMarket(*op, "c-1", 2, 25'500'000);
+  absl::StatusOr<v1::Allocation> a = buyer->Allocate(Gang(8, absl::Hours(2), 30'000'000));
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::string op_id = op->Ping()->account_id();
+  const std::string buyer_id = buyer->Ping()->account_id();
+  const std::string from = absl::StrCat(
+      "--from=",
+      absl::FormatTime(absl::RFC3339_sec, absl::Now() - absl::Hours(1), absl::UTCTimeZone()));
+  const std::string to = "--to=+1h";
+  constexpr int64_t kGross = 8 * 25'500'000LL * 2;  // 408.00
+  constexpr int64_t kCommission = kGross * 800 / 10'000;
+
+  // statement: JSON is the Statement; CSV one row per line; the table ends with the totals.
+  Result json = Suanli(op_key, {"statement", from, to, "--output=json"});
+  ASSERT_EQ(json.code, 0) << json.err;
+  v1::Statement statement;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.out, &statement).ok()) << json.out;
+  EXPECT_EQ(statement.operator_id(), op_id);
+  ASSERT_EQ(statement.lines_size(), 1);
+  EXPECT_EQ(statement.lines(0).allocation_id(), a->id());
+  EXPECT_EQ(statement.gross_micros(), kGross);
+  EXPECT_EQ(statement.net_micros(), kGross - kCommission);
+  Result csv = Suanli(op_key, {"statement", from, to, "--output=csv"});
+  ASSERT_EQ(csv.code, 0) << csv.err;
+  std::vector<std::string> rows = absl::StrSplit(csv.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(rows.size(), 2u) << csv.out;
+  EXPECT_EQ(rows[0],
+            "entry_id,posted,allocation_id,buyer_id,kind,gpus,gpu_hours,gross_micros,"
+            "commission_micros,net_micros");
+  EXPECT_THAT(rows[1],
+              HasSubstr(absl::StrCat(",", a->id(), ",", buyer_id, ",sale,8,16.000000,", kGross, ",",
+                                     kCommission, ",", kGross - kCommission)));
+  Result table = Suanli(op_key, {"statement", from, to});
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("net payable      375.36"));
+  EXPECT_THAT(table.out, HasSubstr("commission       32.64"));
+  // An admin names the operator.
+  Result by_admin = Suanli(admin_key_, {"statement", "--operator=" + op_id, from, to});
+  ASSERT_EQ(by_admin.code, 0) << by_admin.err;
+  EXPECT_THAT(by_admin.out, HasSubstr("408.00"));
+
+  // invoice.
+  Result inv = Suanli(buyer_key, {"invoice", from, to, "--output=json"});
+  ASSERT_EQ(inv.code, 0) << inv.err;
+  v1::Invoice invoice;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(inv.out, &invoice).ok()) << inv.out;
+  EXPECT_EQ(invoice.buyer_id(), buyer_id);
+  EXPECT_EQ(invoice.total_due_micros(), kGross);
+  ASSERT_EQ(invoice.allocations_size(), 1);
+  EXPECT_EQ(invoice.allocations(0).entries_size(), 1);
+  Result inv_csv = Suanli(buyer_key, {"invoice", from, to, "--output=csv"});
+  ASSERT_EQ(inv_csv.code, 0) << inv_csv.err;
+  rows = absl::StrSplit(inv_csv.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(rows.size(), 2u) << inv_csv.out;
+  EXPECT_EQ(rows[0], "allocation_id,gpus,models,start,end,entry_id,posted,kind,amount_micros");
+  EXPECT_TRUE(absl::EndsWith(rows[1], absl::StrCat(",sale,", kGross))) << rows[1];
+  Result inv_table = Suanli(buyer_key, {"invoice", from, to});
+  ASSERT_EQ(inv_table.code, 0) << inv_table.err;
+  EXPECT_THAT(inv_table.out, HasSubstr("total due        408.00"));
+
+  // ops report: the figures and the settlement in one JSON document, three CSV tables, a table.
+  Result report = Suanli(admin_key_, {"ops", "report", from, to, "--output=json"});
+  ASSERT_EQ(report.code, 0) << report.err;
+  google::protobuf::Struct doc;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(report.out, &doc).ok()) << report.out;
+  ASSERT_TRUE(doc.fields().contains("stats"));
+  ASSERT_TRUE(doc.fields().contains("settlement"));
+  std::string settlement_json;
+  ASSERT_TRUE(
+      google::protobuf::util::MessageToJsonString(doc.fields().at("settlement"), &settlement_json)
+          .ok());
+  v1::GetSettlementReportResponse settlement;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(settlement_json, &settlement).ok());
+  ASSERT_EQ(settlement.statements_size(), 1);
+  EXPECT_EQ(settlement.statements(0).operator_id(), op_id);
+  ASSERT_EQ(settlement.invoices_size(), 1);
+  EXPECT_EQ(settlement.due_micros(), kGross);
+  EXPECT_EQ(settlement.net_micros() + settlement.commission_micros(), settlement.due_micros());
+  std::string stats_json;
+  ASSERT_TRUE(
+      google::protobuf::util::MessageToJsonString(doc.fields().at("stats"), &stats_json).ok());
+  v1::GetMarketStatsResponse stats;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(stats_json, &stats).ok());
+  ASSERT_EQ(stats.rows_size(), 1);
+  EXPECT_EQ(stats.rows(0).gmv_micros(), kGross);
+  EXPECT_EQ(stats.decisions_timed(), 1);
+  Result report_csv = Suanli(admin_key_, {"ops", "report", from, to, "--output=csv"});
+  ASSERT_EQ(report_csv.code, 0) << report_csv.err;
+  EXPECT_THAT(report_csv.out, HasSubstr("group,offered_gpu_hours,"));
+  EXPECT_THAT(report_csv.out,
+              HasSubstr(absl::StrCat("\n\noperator_id,operator_name,lines,gpu_hours,gross_micros,"
+                                     "commission_micros,net_micros,opening_balance_micros,"
+                                     "closing_balance_micros\n",
+                                     op_id, ",op1,1,16.000000,", kGross, ",", kCommission)));
+  EXPECT_THAT(report_csv.out,
+              HasSubstr(absl::StrCat("\n\nbuyer_id,buyer_name,allocations,entries,"
+                                     "total_due_micros,opening_balance_micros,"
+                                     "closing_balance_micros\n",
+                                     buyer_id, ",b1,1,1,", kGross, ",0,", kGross, "\n")));
+  Result report_table = Suanli(admin_key_, {"ops", "report", from, to, "--by=center"});
+  ASSERT_EQ(report_table.code, 0) << report_table.err;
+  EXPECT_THAT(report_table.out, HasSubstr("Statements (operators)"));
+  EXPECT_THAT(report_table.out, HasSubstr("Invoices (buyers)"));
+  EXPECT_THAT(report_table.out, HasSubstr("c-1"));
+  EXPECT_THAT(report_table.out, HasSubstr("decision latency: p50"));
+  // An operator's report: its own statement, no invoices.
+  Result op_report = Suanli(op_key, {"ops", "report", from, to});
+  ASSERT_EQ(op_report.code, 0) << op_report.err;
+  EXPECT_THAT(op_report.out, HasSubstr(op_id));
+  EXPECT_THAT(op_report.out, Not(HasSubstr(buyer_id)));
+  EXPECT_EQ(Suanli(admin_key_, {"ops", "stats"}).code, 0);
+
+  // Exit codes: the broker refuses (1), usage errors (2), help (0).
+  Result other = Suanli(buyer_key, {"invoice", "--buyer=" + op_id, from, to});
+  EXPECT_EQ(other.code, 1);
+  EXPECT_THAT(other.err, HasSubstr("PERMISSION_DENIED"));
+  Result buyer_statement = Suanli(buyer_key, {"statement", from, to});
+  EXPECT_EQ(buyer_statement.code, 1);
+  EXPECT_THAT(buyer_statement.err, HasSubstr("PERMISSION_DENIED"));
+  Result unknown = Suanli(admin_key_, {"statement", "--operator=op-404", from, to});
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("NOT_FOUND"));
+  Result no_from = Suanli(op_key, {"statement", to});
+  EXPECT_EQ(no_from.code, 2);
+  EXPECT_THAT(no_from.err, HasSubstr("--from is required"));
+  EXPECT_EQ(Suanli(op_key, {"statement", "--from=yesterday", to}).code, 2);
+  EXPECT_EQ(Suanli(op_key, {"statement", "--from=+2h", to}).code, 2);  // from after to
+  EXPECT_EQ(Suanli(admin_key_, {"ops", "report", to}).code, 2);
+  EXPECT_EQ(Suanli(buyer_key, {"allocation", "list", "--output=csv"}).code, 2);
+  Result help = Suanli(admin_key_, {"ops", "report", "--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_THAT(help.out, HasSubstr("--from=TIME"));
+  EXPECT_THAT(help.out, HasSubstr("invoice summary per buyer"));
 }
 
 }  // namespace

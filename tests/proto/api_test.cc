@@ -39,14 +39,14 @@ void ExpectMethods(const std::string& service, const std::vector<std::string>& m
 }
 
 TEST(Api, ServicesHaveTheirCalls) {
-  ExpectMethods("OperatorService",
-                {"RegisterCenter", "AddDomain", "AddNodes", "RemoveNode", "SetNodeHealth",
-                 "CreateOffer", "WithdrawOffer", "ListCapacity", "ListSoldAllocations"});
+  ExpectMethods("OperatorService", {"RegisterCenter", "AddDomain", "AddNodes", "RemoveNode",
+                                    "SetNodeHealth", "CreateOffer", "WithdrawOffer", "ListCapacity",
+                                    "ListSoldAllocations", "GetStatement"});
   ExpectMethods("MarketService",
                 {"SearchCatalog", "Quote", "Allocate", "GetAllocation", "ListAllocations",
-                 "ExtendAllocation", "ReleaseAllocation", "WatchAllocations"});
+                 "ExtendAllocation", "ReleaseAllocation", "WatchAllocations", "GetInvoice"});
   ExpectMethods("AdminService", {"CreateAccount", "ListAccounts", "CreateApiKey", "RevokeApiKey"});
-  ExpectMethods("OpsService", {"GetMarketStats"});
+  ExpectMethods("OpsService", {"GetMarketStats", "GetSettlementReport"});
   const MethodDescriptor* watch = Service("MarketService")->FindMethodByName("WatchAllocations");
   ASSERT_NE(watch, nullptr);
   EXPECT_TRUE(watch->server_streaming());

@@ -1,0 +1,105 @@
+// The decision latency histogram (broker/latency_histogram.h): fixed log-linear buckets that never
+// overlap or leave gaps, and nearest-rank quantiles that are never below the true value and at
+// most 12.5% above it.
+#include "broker/latency_histogram.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace suanli::broker {
+namespace {
+
+TEST(LatencyHistogramTest, BucketsTileTheRangeWithoutGapsOrOverlaps) {
+  // Small values have a bucket each.
+  for (int64_t v = 0; v < 16; ++v) {
+    EXPECT_EQ(LatencyHistogram::BucketOf(v), v);
+    EXPECT_EQ(LatencyHistogram::BucketLow(static_cast<int>(v)), v);
+    EXPECT_EQ(LatencyHistogram::BucketHigh(static_cast<int>(v)), v);
+  }
+  const int last = LatencyHistogram::BucketOf(std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(LatencyHistogram::BucketHigh(last), std::numeric_limits<int64_t>::max());
+  for (int b = 1; b <= last; ++b) {
+    SCOPED_TRACE(b);
+    ASSERT_EQ(LatencyHistogram::BucketLow(b), LatencyHistogram::BucketHigh(b - 1) + 1);
+    const int64_t low = LatencyHistogram::BucketLow(b);
+    const int64_t high = LatencyHistogram::BucketHigh(b);
+    ASSERT_EQ(LatencyHistogram::BucketOf(low), b);
+    ASSERT_EQ(LatencyHistogram::BucketOf(high), b);
+    // No bucket is wider than an eighth of its lower bound.
+    if (b >= 16) {
+      ASSERT_LE(high - low + 1, low / 8);
+    }
+  }
+  EXPECT_EQ(LatencyHistogram::BucketOf(-5), 0);
+}
+
+TEST(LatencyHistogramTest, EmptyIsZeroAndOneValueIsItself) {
+  LatencyHistogram h;
+  EXPECT_EQ(h.count(), 0);
+  EXPECT_EQ(h.QuantileNanos(0.5), 0);
+  EXPECT_EQ(h.QuantileNanos(0.999), 0);
+  h.Record(absl::Nanoseconds(12'345));
+  EXPECT_EQ(h.count(), 1);
+  // The bucket's upper bound is clamped to the largest value recorded.
+  EXPECT_EQ(h.QuantileNanos(0.5), 12'345);
+  EXPECT_EQ(h.QuantileNanos(0.999), 12'345);
+  EXPECT_EQ(h.min_nanos(), 12'345);
+  EXPECT_EQ(h.max_nanos(), 12'345);
+}
+
+TEST(LatencyHistogramTest, NearestRankOnAKnownDistribution) {
+  LatencyHistogram h;
+  // 1..1000 microseconds, once each.
+  for (int i = 1; i <= 1000; ++i) h.Record(absl::Microseconds(i));
+  ASSERT_EQ(h.count(), 1000);
+  const int64_t p50 = h.QuantileNanos(0.5);
+  const int64_t p99 = h.QuantileNanos(0.99);
+  const int64_t p999 = h.QuantileNanos(0.999);
+  EXPECT_GE(p50, 500'000);
+  EXPECT_LE(p50, 500'000 + 500'000 / 8);
+  EXPECT_GE(p99, 990'000);
+  EXPECT_LE(p99, 990'000 + 990'000 / 8);
+  EXPECT_GE(p999, 999'000);
+  EXPECT_LE(p999, 1'000'000);  // never above the largest value
+  EXPECT_EQ(h.QuantileNanos(1.0), 1'000'000);
+  EXPECT_LE(p50, p99);
+  EXPECT_LE(p99, p999);
+}
+
+TEST(LatencyHistogramTest, MergeEqualsRecordingEverythingInOne) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::lognormal_distribution<double> latency(9.0, 1.5);  // around 8us, long tail
+  LatencyHistogram a, b, all;
+  std::vector<int64_t> values;
+  for (int i = 0; i < 20'000; ++i) {
+    const auto v = static_cast<int64_t>(latency(rng));
+    values.push_back(v);
+    (i % 3 == 0 ? a : b).RecordNanos(v);
+    all.RecordNanos(v);
+  }
+  a.Merge(b);
+  std::sort(values.begin(), values.end());
+  for (double q : {0.5, 0.9, 0.99, 0.999, 1.0}) {
+    SCOPED_TRACE(q);
+    EXPECT_EQ(a.QuantileNanos(q), all.QuantileNanos(q));
+    // The exact nearest-rank value, and the reported one at most 12.5% above it.
+    const auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(values.size()) - 1e-9));
+    const int64_t exact = values[std::max<size_t>(rank, 1) - 1];
+    EXPECT_GE(a.QuantileNanos(q), exact);
+    EXPECT_LE(a.QuantileNanos(q), exact + exact / 8 + 1);
+  }
+  EXPECT_EQ(a.count(), 20'000);
+  EXPECT_EQ(a.min_nanos(), values.front());
+  EXPECT_EQ(a.max_nanos(), values.back());
+}
+
+}  // namespace
+}  // namespace suanli::broker
