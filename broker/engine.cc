@@ -286,8 +286,8 @@ void Engine::Loop() {
     const absl::Time now = std::max(last_now_, absl::Now());
     last_now_ = now;
     auto d = std::make_unique<Decided>();
-    d->seq = next_seq_++;
-    hub_.SetDeciding(d->seq);
+    const uint64_t seq = next_seq_++;
+    hub_.SetDeciding(seq);
     market_->Advance(now, &d->rows);
     for (Command* c : batch_cmds) c->apply(*market_, now, &d->rows);
     market_->Seal(&d->rows);
@@ -295,7 +295,7 @@ void Engine::Loop() {
     // A watcher subscribes on the engine thread, so none can appear between the check and the
     // hand-over; the writer publishes the changes once they are durable.
     if (hub_.HasSubscribers()) {
-      d->changed = market_->TakeChanged();
+      d->changed.emplace_back(seq, market_->TakeChanged());
     } else {
       market_->ForgetChanged();
     }
@@ -310,9 +310,21 @@ void Engine::Loop() {
 
 void Engine::Hand(std::unique_ptr<Decided> d) {
   absl::MutexLock lock(&mu_);
-  auto room = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return decided_.size() < kMaxWaiting; };
-  mu_.Await(absl::Condition(&room));
+  ++stats_.batches;
   if (writing_) ++stats_.overlapped;
+  if (!decided_.empty()) {
+    Decided& waiting = *decided_.back();
+    if (waiting.commands.size() + d->commands.size() <=
+        static_cast<size_t>(std::max(options_.max_batch, 1))) {
+      storage::Append(&waiting.rows, std::move(d->rows));
+      waiting.commands.insert(waiting.commands.end(), d->commands.begin(), d->commands.end());
+      for (auto& part : d->changed) waiting.changed.push_back(std::move(part));
+      if (d->catalog != nullptr) waiting.catalog = std::move(d->catalog);
+      return;
+    }
+  }
+  auto room = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return decided_.empty(); };
+  mu_.Await(absl::Condition(&room));
   decided_.push_back(std::move(d));
 }
 
@@ -339,6 +351,10 @@ void Engine::WriteLoop() {
           "the broker could not store an earlier change this one depended on; nothing was "
           "changed; retry");
     } else if (!d->rows.empty()) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++stats_.commits;
+      }
       committed = store_->Commit(d->rows);
       if (!committed.ok()) {
         Log(absl::StrCat("commit of a batch of ", d->commands.size(),
@@ -349,7 +365,7 @@ void Engine::WriteLoop() {
       }
     }
     if (committed.ok()) {
-      hub_.Publish(d->changed, d->seq);
+      for (const auto& [seq, changed] : d->changed) hub_.Publish(changed, seq);
       if (d->catalog != nullptr) {
         absl::MutexLock lock(&mu_);
         catalog_ = std::move(d->catalog);
@@ -362,7 +378,6 @@ void Engine::WriteLoop() {
     }
     for (Command* c : d->commands) c->finish(committed);
     absl::MutexLock lock(&mu_);
-    ++stats_.batches;
     stats_.commands += static_cast<int64_t>(d->commands.size());
     if (!committed.ok() && !failed_before) ++stats_.commit_failures;
     writing_ = false;

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -88,13 +89,15 @@ class Engine {
     // The broker's commission on every sale, in basis points (0..10000): 800 is 8%.
     int commission_bps = kDefaultCommissionBps;
   };
-  // What the engine has done since it started.
+  // What the engine has done since it started (batches: decided batches).
   struct Stats {
     int64_t batches = 0;
     int64_t commands = 0;
     int64_t commit_failures = 0;
     // Batches that were decided while an earlier one was still being committed.
     int64_t overlapped = 0;
+    // Commits (store transactions); fewer than batches when batches were merged.
+    int64_t commits = 0;
   };
 
   Engine(std::unique_ptr<storage::Store> store, KeyRing* keys, Options options);
@@ -130,16 +133,15 @@ class Engine {
     std::function<bool(Market&, absl::Time, storage::Batch*)> apply;  // true: the call succeeded
     std::function<void(const absl::Status&)> finish;                  // after the commit
   };
-  // A decided batch on its way to the store.
+  // Decided batches on their way to the store: one, or several merged into one commit while
+  // the writer was busy with an earlier one.
   struct Decided {
-    uint64_t seq = 0;
     std::vector<Command*> commands;
     storage::Batch rows;
-    std::vector<v1::Allocation> changed;             // for watchers, after the commit
+    // For watchers, after the commit: each batch's changes with its number.
+    std::vector<std::pair<uint64_t, std::vector<v1::Allocation>>> changed;
     std::shared_ptr<const CatalogSnapshot> catalog;  // to publish after the commit, or null
   };
-  // Most decided batches waiting for the writer besides the one it is committing.
-  static constexpr size_t kMaxWaiting = 1;
 
   // OK, or UNAVAILABLE (saying why) when the engine takes no commands: stopping, or rebuilding
   // from a store it cannot reach.
@@ -147,7 +149,8 @@ class Engine {
   void Loop();
   // The writer thread: commits decided batches in order and answers their callers.
   void WriteLoop();
-  // Hands a decided batch to the writer, waiting while kMaxWaiting are already waiting.
+  // Hands a decided batch to the writer. While the writer is busy, batches decided meanwhile are
+  // merged into one waiting commit (group commit), up to max_batch calls; past that this waits.
   void Hand(std::unique_ptr<Decided> d);
   // Rebuilds the market from the store after a failed commit, retrying until it works or the
   // engine stops.

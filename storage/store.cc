@@ -1,8 +1,13 @@
 #include "storage/store.h"
 
+#include <algorithm>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +25,39 @@ constexpr char kAcceptedForms[] =
     "with the password in PGPASSWORD or ~/.pgpass";
 
 }  // namespace
+
+namespace {
+
+template <typename Row>
+void MoveAll(std::vector<Row>* into, std::vector<Row>* later) {
+  if (into->empty()) {
+    into->swap(*later);
+    return;
+  }
+  into->insert(into->end(), std::make_move_iterator(later->begin()),
+               std::make_move_iterator(later->end()));
+}
+
+}  // namespace
+
+void Append(Batch* into, Batch&& later) {
+  if (!later.allocations.empty() && !into->claims.empty()) {
+    absl::flat_hash_set<int64_t> rewritten;
+    for (const AllocationRow& row : later.allocations) rewritten.insert(row.id);
+    std::vector<ClaimRow>& claims = into->claims;
+    claims.erase(
+        std::remove_if(claims.begin(), claims.end(),
+                       [&](const ClaimRow& c) { return rewritten.contains(c.allocation_id); }),
+        claims.end());
+  }
+  MoveAll(&into->accounts, &later.accounts);
+  MoveAll(&into->api_keys, &later.api_keys);
+  MoveAll(&into->capacity, &later.capacity);
+  MoveAll(&into->allocations, &later.allocations);
+  MoveAll(&into->idempotency, &later.idempotency);
+  MoveAll(&into->claims, &later.claims);
+  MoveAll(&into->ledger, &later.ledger);
+}
 
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url) {
   if (absl::ConsumePrefix(&url, "sqlite:")) {

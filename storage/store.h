@@ -137,6 +137,12 @@ struct Batch {
   }
 };
 
+// Adds `later`'s rows to `into`, so that committing `into` stores what committing the two one
+// after the other would: rows are appended in order (of two rows with one id the later wins, as
+// in one batch), and an allocation that `later` writes has `later`'s claims only. The engine uses
+// it to commit several decided batches in one transaction.
+void Append(Batch* into, Batch&& later);
+
 // Everything stored.
 struct Contents {
   std::vector<AccountRow> accounts;         // by id

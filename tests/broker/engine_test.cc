@@ -161,6 +161,39 @@ TEST_F(EngineTest, DecidesTheNextBatchWhileOneIsBeingCommitted) {
   EXPECT_GE(engine_->stats().overlapped, 1);
 }
 
+TEST_F(EngineTest, BatchesDecidedWhileTheWriterIsBusyShareOneCommit) {
+  store_->Hold();
+  const int entered = store_->entered();
+  const int64_t commits = engine_->stats().commits;
+  absl::StatusOr<v1::CreateAccountResponse> first;
+  std::thread a([&] { first = CreateBuyer("buyer-a"); });
+  ASSERT_TRUE(store_->AwaitEntered(entered + 1));
+
+  // Two more batches, decided one after the other while the first is at the gate.
+  absl::Notification second_decided;
+  absl::StatusOr<v1::CreateAccountResponse> second;
+  std::thread b([&] { second = CreateBuyer("buyer-b", &second_decided); });
+  ASSERT_TRUE(second_decided.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  absl::Notification third_decided;
+  absl::StatusOr<v1::CreateAccountResponse> third;
+  std::thread c([&] { third = CreateBuyer("buyer-c", &third_decided); });
+  ASSERT_TRUE(third_decided.WaitForNotificationWithTimeout(absl::Seconds(30)));
+
+  store_->Open(/*fail_first=*/false);
+  a.join();
+  b.join();
+  c.join();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(engine_->stats().commits - commits, 2);  // the first, then the other two together
+  EXPECT_EQ(store_->entered(), entered + 2);
+  std::vector<std::string> names = AccountNames();
+  for (const char* name : {"buyer-a", "buyer-b", "buyer-c"}) {
+    EXPECT_EQ(std::count(names.begin(), names.end(), name), 1) << name;
+  }
+}
+
 TEST_F(EngineTest, ReadAfterAnUnfinishedCommitWaitsForIt) {
   store_->Hold();
   const int entered = store_->entered();

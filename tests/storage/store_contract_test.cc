@@ -597,6 +597,49 @@ TEST_P(StoreContractTest, ClaimsRoundTripAndAreReplacedWithTheirAllocation) {
   EXPECT_EQ(Dump(MustLoad().claims), Dump(std::vector<ClaimRow>{next.claims[0], other.claims[0]}));
 }
 
+// Two batches appended into one commit store what committing them one after the other does:
+// rows replaced by id, an allocation's claims those of the later batch (here allocation 1 moves
+// from node n-a to n-b, and allocation 2 ends), new ledger entries and keys after the first's.
+TEST_P(StoreContractTest, AppendedBatchesStoreWhatTheSequenceStores) {
+  auto first = [] {
+    Batch b = OtherRows("first", 1);
+    b.allocations.push_back(Allocation(2));
+    b.capacity = {Capacity(1)};
+    b.claims = {Claim(1, "n-a", 8, 100, 200), Claim(2, "n-c", 4, 100, 300)};
+    b.ledger = {Entry(1, 1'000'000, 1)};
+    return b;
+  };
+  auto second = [] {
+    Batch b;
+    b.accounts = {Account("acct-first", "renamed")};
+    b.api_keys = {ApiKey("key-first", "acct-first", /*revoked=*/true)};
+    b.allocations = {Allocation(1, 3), Allocation(2, 5), Allocation(3)};
+    b.capacity = {Capacity(2)};
+    // n-a is free again once allocation 1 moved; allocation 3 takes all of it.
+    b.claims = {Claim(1, "n-b", 8, 100, 200), Claim(3, "n-a", 8, 100, 200)};
+    b.idempotency = {Idempotency("buyer-1", "idem-second", 3)};
+    b.ledger = {Entry(2, 500'000, 3)};
+    return b;
+  };
+  MustCommit(first());
+  MustCommit(second());
+  const std::string sequence = Dump(MustLoad());
+
+  TempDir other_dir;
+  std::shared_ptr<void> other_keep;
+  absl::StatusOr<std::unique_ptr<Store>> other =
+      OpenStore(GetParam().fresh_url(other_dir.path(), &other_keep));
+  ASSERT_TRUE(other.ok()) << other.status();
+  Batch merged = first();
+  Append(&merged, second());
+  ASSERT_TRUE((*other)->Commit(merged).ok());
+  absl::StatusOr<Contents> loaded = (*other)->Load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(Dump(*loaded), sequence);
+  EXPECT_THAT(sequence, HasSubstr("n-b"));
+  other->reset();
+}
+
 // No node is ever stored with more GPUs claimed at some instant than it has: across batches,
 // inside one batch, at the edges of intervals (which are half-open), and against the smallest
 // node_gpus a claim states.
