@@ -790,12 +790,13 @@ std::string Market::OfferCovering(const std::string& node_id, int64_t price, abs
   return std::string();
 }
 
-v1::Allocation Market::Preview(const scheduler::Allocation& a,
-                               const v1::AllocationRequest& r) const {
+v1::Allocation Market::Preview(const scheduler::Allocation& a, const v1::AllocationRequest& r,
+                               const std::vector<std::string>* offers) const {
   v1::Allocation out;
   if (a.id != 0) out.set_id(absl::StrCat(a.id));
   out.set_buyer_id(a.buyer);
-  for (const scheduler::Slice& s : a.slices) {
+  for (size_t i = 0; i < a.slices.size(); ++i) {
+    const scheduler::Slice& s = a.slices[i];
     const std::string& node_id = core_->NodeId(s.node);
     const v1::Node& n = nodes_.at(node_id);
     v1::Slice* sl = out.add_slices();
@@ -805,7 +806,9 @@ v1::Allocation Market::Preview(const scheduler::Allocation& a,
     sl->set_model(n.model());
     sl->set_gpus(s.gpus);
     sl->set_price_micros_per_gpu_hour(s.price_per_gpu_hour);
-    sl->set_offer_id(OfferCovering(node_id, s.price_per_gpu_hour, a.start, a.end));
+    sl->set_offer_id(offers != nullptr && i < offers->size()
+                         ? (*offers)[i]
+                         : OfferCovering(node_id, s.price_per_gpu_hour, a.start, a.end));
   }
   std::sort(out.mutable_slices()->begin(), out.mutable_slices()->end(),
             [](const v1::Slice& x, const v1::Slice& y) { return x.node_id() < y.node_id(); });
@@ -822,20 +825,19 @@ v1::Allocation Market::Preview(const scheduler::Allocation& a,
 void Market::Record(const scheduler::Allocation& a, const v1::AllocationRequest& request,
                     absl::Time now, storage::Batch* batch) {
   AllocRec rec;
-  rec.a = Preview(a, request);
-  rec.held_end = a.held_end;
-  // The offer of each slice as the core sold it.
+  // The offer of each slice as the core sold it (the spec lists a.slices in order).
   std::optional<scheduler::RestoreSpec> spec = core_->RestoreSpecOf(a.id);
-  if (spec.has_value()) {
-    absl::flat_hash_map<std::string, std::string> offer_of;
-    for (const scheduler::RestoreSpec::Part& part : spec->slices) {
-      offer_of[part.node_id] = part.offer_id;
-    }
-    for (v1::Slice& sl : *rec.a.mutable_slices()) {
-      sl.set_offer_id(offer_of[sl.node_id()]);
-      rec.offer_ids.push_back(sl.offer_id());
-    }
+  std::vector<std::string> offers;
+  if (spec.has_value() && spec->slices.size() == a.slices.size()) {
+    offers.reserve(spec->slices.size());
+    for (scheduler::RestoreSpec::Part& part : spec->slices)
+      offers.push_back(std::move(part.offer_id));
+    rec.a = Preview(a, request, &offers);
+    for (const v1::Slice& sl : rec.a.slices()) rec.offer_ids.push_back(sl.offer_id());
+  } else {
+    rec.a = Preview(a, request);
   }
+  rec.held_end = a.held_end;
   const bool is_new = !allocs_.contains(a.id);
   allocs_[a.id] = std::move(rec);
   if (is_new) by_buyer_[a.buyer].push_back(a.id);

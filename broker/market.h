@@ -224,7 +224,10 @@ class Market {
   // What statements and invoices show of allocations (settlement.h), looked up as needed and
   // remembered in `cache`.
   FactsOf Facts(absl::flat_hash_map<int64_t, AllocationFacts>* cache) const;
-  v1::Allocation Preview(const scheduler::Allocation& a, const v1::AllocationRequest& r) const;
+  // `a` as the API shows it. `offers` (when given) names the offer of each of a.slices, in
+  // order; otherwise each slice gets an offer that covers it.
+  v1::Allocation Preview(const scheduler::Allocation& a, const v1::AllocationRequest& r,
+                         const std::vector<std::string>* offers = nullptr) const;
   std::string OfferCovering(const std::string& node_id, int64_t price, absl::Time start,
                             absl::Time end) const;
   std::string NewAccountId(v1::Role role);
