@@ -268,6 +268,7 @@ void Engine::Loop() {
         batch_cmds.assign(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
         queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(n));
         stop = stopping_ && queue_.empty();
+        applying_ = n > 0;
       }
     }
     if (failed) {
@@ -277,6 +278,10 @@ void Engine::Loop() {
       continue;
     }
     if (broken_) {
+      {
+        absl::MutexLock lock(&mu_);
+        applying_ = false;
+      }
       const absl::Status lost =
           absl::UnavailableError("the broker lost its store and is stopping; retry");
       for (Command* c : batch_cmds) c->finish(lost);
@@ -310,6 +315,7 @@ void Engine::Loop() {
 
 void Engine::Hand(std::unique_ptr<Decided> d) {
   absl::MutexLock lock(&mu_);
+  applying_ = false;
   ++stats_.batches;
   if (writing_) ++stats_.overlapped;
   if (!decided_.empty()) {
@@ -334,8 +340,9 @@ void Engine::WriteLoop() {
     bool failed_before = false;
     {
       absl::MutexLock lock(&mu_);
+      // A batch the engine is applying now joins the waiting one first (see applying_).
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return !decided_.empty() || engine_done_;
+        return (!decided_.empty() && !applying_) || engine_done_;
       };
       mu_.Await(absl::Condition(&ready));
       if (decided_.empty()) return;  // the engine thread has ended and everything is answered

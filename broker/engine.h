@@ -182,6 +182,10 @@ class Engine {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool commit_failed_ ABSL_GUARDED_BY(mu_) = false;
   bool engine_done_ ABSL_GUARDED_BY(mu_) = false;
+  // The engine thread is applying commands it took from the queue. The writer waits for that
+  // batch before it takes the waiting one, so that a commit carries every call decided by then:
+  // fewer, larger commits (each commit has a fixed cost: the flush, the WAL header, checkpoints).
+  bool applying_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_seq_ = 1;  // engine thread
   std::thread thread_;
   std::thread writer_;

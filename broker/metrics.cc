@@ -177,6 +177,13 @@ Metrics::Metrics(Engine* engine, Options options)
                          .Help("Batches the engine decided and committed (or tried to).")
                          .Register(r)
                          .Add({});
+  engine_commits_ = &prometheus::BuildCounter()
+                         .Name("suanli_engine_commits_total")
+                         .Help(
+                             "Store transactions the engine's writer ran; fewer than batches "
+                             "when batches decided during a commit were merged.")
+                         .Register(r)
+                         .Add({});
   engine_commands_ = &prometheus::BuildCounter()
                           .Name("suanli_engine_commands_total")
                           .Help("Commands (calls that change or read the market) the engine ran.")
@@ -282,6 +289,8 @@ bool Metrics::SampleInto(bool record_history) {
       static_cast<double>(std::max<int64_t>(stats.batches - counted_.batches, 0)));
   engine_commands_->Increment(
       static_cast<double>(std::max<int64_t>(stats.commands - counted_.commands, 0)));
+  engine_commits_->Increment(
+      static_cast<double>(std::max<int64_t>(stats.commits - counted_.commits, 0)));
   commit_failures_->Increment(
       static_cast<double>(std::max<int64_t>(stats.commit_failures - counted_.commit_failures, 0)));
   counted_ = stats;

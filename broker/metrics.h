@@ -114,6 +114,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* allocations_;
   prometheus::Family<prometheus::Counter>* rejections_;
   prometheus::Counter* engine_batches_;
+  prometheus::Counter* engine_commits_;
   prometheus::Counter* engine_commands_;
   prometheus::Counter* commit_failures_;
   prometheus::Gauge* gpus_;

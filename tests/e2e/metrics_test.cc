@@ -27,6 +27,7 @@ const char* const kDocumented[] = {
     "suanli_allocate_requests_total",
     "suanli_allocate_rejections_total",
     "suanli_engine_batches_total",
+    "suanli_engine_commits_total",
     "suanli_engine_commands_total",
     "suanli_store_commit_failures_total",
     "suanli_gpus",
@@ -193,6 +194,8 @@ TEST_F(MetricsTest, CallsAreCountedByMethodCodeAndOutcome) {
   }
   EXPECT_EQ(reasons, 2);
   EXPECT_GT(e.Get("suanli_engine_batches_total"), 0);
+  EXPECT_GT(e.Get("suanli_engine_commits_total"), 0);
+  EXPECT_LE(e.Get("suanli_engine_commits_total"), e.Get("suanli_engine_batches_total"));
   EXPECT_GE(e.Get("suanli_engine_commands_total"), 3);
   EXPECT_EQ(e.Get("suanli_store_commit_failures_total"), 0);
 }
