@@ -155,6 +155,13 @@ void Engine::BeginStop() {
   give_up_reload_ = true;
 }
 
+void Engine::Finish(Command* c, const absl::Status& s) {
+  // A command that Run made lives on its caller's stack and may be gone once `finish` returns.
+  const bool owned = c->owned;
+  c->finish(s);
+  if (owned) delete c;
+}
+
 absl::Status Engine::Enqueue(Command* c) {
   absl::MutexLock lock(&mu_);
   if (!accepting_) {
@@ -191,7 +198,7 @@ void Engine::Reload() {
   }
   const absl::Status away = absl::UnavailableError(
       "the broker cannot reach its store and is waiting for it; nothing was changed; retry");
-  for (Command* c : waiting) c->finish(away);
+  for (Command* c : waiting) Finish(c, away);
   struct Done {
     Engine* e;
     ~Done() {
@@ -284,7 +291,7 @@ void Engine::Loop() {
       }
       const absl::Status lost =
           absl::UnavailableError("the broker lost its store and is stopping; retry");
-      for (Command* c : batch_cmds) c->finish(lost);
+      for (Command* c : batch_cmds) Finish(c, lost);
       if (stop) return;
       continue;
     }
@@ -383,7 +390,7 @@ void Engine::WriteLoop() {
       reloading_ = true;
       commit_failed_ = true;
     }
-    for (Command* c : d->commands) c->finish(committed);
+    for (Command* c : d->commands) Finish(c, committed);
     absl::MutexLock lock(&mu_);
     stats_.commands += static_cast<int64_t>(d->commands.size());
     if (!committed.ok() && !failed_before) ++stats_.commit_failures;

@@ -121,6 +121,12 @@ class Engine {
   // `fn` must change nothing and write no rows when it returns an error.
   template <typename T>
   absl::StatusOr<T> Run(std::function<absl::StatusOr<T>(Market&, absl::Time, storage::Batch*)> fn);
+  // The same without blocking the caller: `done` gets the result on an engine thread once the
+  // batch is durable (or at once, on the caller's thread, when the engine takes no calls). It
+  // must not block.
+  template <typename T>
+  void Submit(std::function<absl::StatusOr<T>(Market&, absl::Time, storage::Batch*)> fn,
+              std::function<void(absl::StatusOr<T>)> done);
 
   // The latest catalog snapshot (never null after Start).
   std::shared_ptr<const CatalogSnapshot> Catalog() const;
@@ -130,9 +136,15 @@ class Engine {
 
  private:
   struct Command {
+    virtual ~Command() = default;
     std::function<bool(Market&, absl::Time, storage::Batch*)> apply;  // true: the call succeeded
     std::function<void(const absl::Status&)> finish;                  // after the commit
+    bool owned = false;  // made by Submit: deleted by the engine after `finish`
   };
+  template <typename T>
+  struct AsyncCommand;
+  // Calls c->finish(s), then deletes c when the engine owns it.
+  static void Finish(Command* c, const absl::Status& s);
   // Decided batches on their way to the store: one, or several merged into one commit while
   // the writer was busy with an earlier one.
   struct Decided {
@@ -208,6 +220,35 @@ absl::StatusOr<T> Engine::Run(
   if (absl::Status s = Enqueue(&c); !s.ok()) return s;
   done.WaitForNotification();
   return *std::move(result);
+}
+
+template <typename T>
+struct Engine::AsyncCommand : Engine::Command {
+  std::function<absl::StatusOr<T>(Market&, absl::Time, storage::Batch*)> fn;
+  std::function<void(absl::StatusOr<T>)> done;
+  std::optional<absl::StatusOr<T>> result;
+};
+
+template <typename T>
+void Engine::Submit(std::function<absl::StatusOr<T>(Market&, absl::Time, storage::Batch*)> fn,
+                    std::function<void(absl::StatusOr<T>)> done) {
+  auto* c = new AsyncCommand<T>();
+  c->owned = true;
+  c->fn = std::move(fn);
+  c->done = std::move(done);
+  c->apply = [c](Market& m, absl::Time now, storage::Batch* b) {
+    c->result = c->fn(m, now, b);
+    return c->result->ok();
+  };
+  c->finish = [c](const absl::Status& commit) {
+    if (!commit.ok()) c->result = commit;
+    c->done(*std::move(c->result));
+  };
+  if (absl::Status s = Enqueue(c); !s.ok()) {
+    std::function<void(absl::StatusOr<T>)> d = std::move(c->done);
+    delete c;
+    d(s);
+  }
 }
 
 }  // namespace suanli::broker

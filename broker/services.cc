@@ -15,7 +15,7 @@
 namespace suanli::broker {
 namespace {
 
-absl::StatusOr<Principal> Authenticate(grpc::ServerContext* ctx, const KeyRing* keys) {
+absl::StatusOr<Principal> Authenticate(grpc::ServerContextBase* ctx, const KeyRing* keys) {
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");
   if (it == md.end()) return keys->Authenticate("");
@@ -32,6 +32,29 @@ grpc::Status Call(grpc::ServerContext* ctx, const KeyRing* keys, Engine* engine,
   if (!r.ok()) return ToGrpc(r.status());
   *out = *std::move(r);
   return grpc::Status::OK;
+}
+
+// The same with the callback API: the engine's writer finishes the call.
+template <typename Resp, typename Fn>
+grpc::ServerUnaryReactor* CallAsync(grpc::CallbackServerContext* ctx, const KeyRing* keys,
+                                    Engine* engine, Resp* out, Fn fn) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::StatusOr<Principal> p = Authenticate(ctx, keys);
+  if (!p.ok()) {
+    reactor->Finish(ToGrpc(p.status()));
+    return reactor;
+  }
+  engine->Submit<Resp>([fn, p = *std::move(p)](Market& m, absl::Time now,
+                                               storage::Batch* b) { return fn(m, p, now, b); },
+                       [reactor, out](absl::StatusOr<Resp> r) {
+                         if (!r.ok()) {
+                           reactor->Finish(ToGrpc(r.status()));
+                           return;
+                         }
+                         *out = *std::move(r);
+                         reactor->Finish(grpc::Status::OK);
+                       });
+  return reactor;
 }
 
 }  // namespace
@@ -51,14 +74,19 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 // ------------------------------------------------------------------------------------ market
 
-grpc::Status MarketServiceImpl::Ping(grpc::ServerContext* ctx, const v1::PingRequest* r,
-                                     v1::PingResponse* out) {
+grpc::ServerUnaryReactor* MarketServiceImpl::Ping(grpc::CallbackServerContext* ctx,
+                                                  const v1::PingRequest* r, v1::PingResponse* out) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::StatusOr<Principal> p = Authenticate(ctx, keys_);
-  if (!p.ok()) return ToGrpc(p.status());
+  if (!p.ok()) {
+    reactor->Finish(ToGrpc(p.status()));
+    return reactor;
+  }
   out->set_account_id(p->account_id);
   out->set_role(RoleName(p->role));
   *out->mutable_server_time() = ToProto(absl::Now());
-  return grpc::Status::OK;
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 grpc::Status MarketServiceImpl::SearchCatalog(grpc::ServerContext* ctx,
@@ -94,56 +122,57 @@ grpc::Status MarketServiceImpl::SearchCatalog(grpc::ServerContext* ctx,
   return grpc::Status::OK;
 }
 
-grpc::Status MarketServiceImpl::Quote(grpc::ServerContext* ctx, const v1::QuoteRequest* r,
-                                      v1::QuoteResponse* out) {
-  return Call(ctx, keys_, engine_, out,
-              [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
-                return m.Quote(p, *r, now, b);
-              });
+grpc::ServerUnaryReactor* MarketServiceImpl::Quote(grpc::CallbackServerContext* ctx,
+                                                   const v1::QuoteRequest* r,
+                                                   v1::QuoteResponse* out) {
+  return CallAsync(ctx, keys_, engine_, out,
+                   [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
+                     return m.Quote(p, *r, now, b);
+                   });
 }
 
-grpc::Status MarketServiceImpl::Allocate(grpc::ServerContext* ctx, const v1::AllocateRequest* r,
-                                         v1::Allocation* out) {
-  return Call(ctx, keys_, engine_, out,
-              [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
-                return m.Allocate(p, *r, now, b);
-              });
+grpc::ServerUnaryReactor* MarketServiceImpl::Allocate(grpc::CallbackServerContext* ctx,
+                                                      const v1::AllocateRequest* r,
+                                                      v1::Allocation* out) {
+  return CallAsync(ctx, keys_, engine_, out,
+                   [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
+                     return m.Allocate(p, *r, now, b);
+                   });
 }
 
-grpc::Status MarketServiceImpl::GetAllocation(grpc::ServerContext* ctx,
-                                              const v1::GetAllocationRequest* r,
-                                              v1::Allocation* out) {
-  return Call(ctx, keys_, engine_, out,
-              [r](Market& m, const Principal& p, absl::Time, storage::Batch*) {
-                return m.GetAllocation(p, *r);
-              });
+grpc::ServerUnaryReactor* MarketServiceImpl::GetAllocation(grpc::CallbackServerContext* ctx,
+                                                           const v1::GetAllocationRequest* r,
+                                                           v1::Allocation* out) {
+  return CallAsync(ctx, keys_, engine_, out,
+                   [r](Market& m, const Principal& p, absl::Time, storage::Batch*) {
+                     return m.GetAllocation(p, *r);
+                   });
 }
 
-grpc::Status MarketServiceImpl::ListAllocations(grpc::ServerContext* ctx,
-                                                const v1::ListAllocationsRequest* r,
-                                                v1::ListAllocationsResponse* out) {
-  return Call(ctx, keys_, engine_, out,
-              [r](Market& m, const Principal& p, absl::Time, storage::Batch*) {
-                return m.ListAllocations(p, *r);
-              });
+grpc::ServerUnaryReactor* MarketServiceImpl::ListAllocations(grpc::CallbackServerContext* ctx,
+                                                             const v1::ListAllocationsRequest* r,
+                                                             v1::ListAllocationsResponse* out) {
+  return CallAsync(ctx, keys_, engine_, out,
+                   [r](Market& m, const Principal& p, absl::Time, storage::Batch*) {
+                     return m.ListAllocations(p, *r);
+                   });
 }
 
-grpc::Status MarketServiceImpl::ExtendAllocation(grpc::ServerContext* ctx,
-                                                 const v1::ExtendAllocationRequest* r,
-                                                 v1::Allocation* out) {
-  return Call(ctx, keys_, engine_, out,
-              [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
-                return m.ExtendAllocation(p, *r, now, b);
-              });
+grpc::ServerUnaryReactor* MarketServiceImpl::ExtendAllocation(grpc::CallbackServerContext* ctx,
+                                                              const v1::ExtendAllocationRequest* r,
+                                                              v1::Allocation* out) {
+  return CallAsync(ctx, keys_, engine_, out,
+                   [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
+                     return m.ExtendAllocation(p, *r, now, b);
+                   });
 }
 
-grpc::Status MarketServiceImpl::ReleaseAllocation(grpc::ServerContext* ctx,
-                                                  const v1::ReleaseAllocationRequest* r,
-                                                  v1::Allocation* out) {
-  return Call(ctx, keys_, engine_, out,
-              [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
-                return m.ReleaseAllocation(p, *r, now, b);
-              });
+grpc::ServerUnaryReactor* MarketServiceImpl::ReleaseAllocation(
+    grpc::CallbackServerContext* ctx, const v1::ReleaseAllocationRequest* r, v1::Allocation* out) {
+  return CallAsync(ctx, keys_, engine_, out,
+                   [r](Market& m, const Principal& p, absl::Time now, storage::Batch* b) {
+                     return m.ReleaseAllocation(p, *r, now, b);
+                   });
 }
 
 grpc::Status MarketServiceImpl::WatchAllocations(grpc::ServerContext* ctx,

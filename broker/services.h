@@ -19,25 +19,39 @@ namespace suanli::broker {
 // An absl::Status as a gRPC status (same code and message; a rejection payload as details).
 grpc::Status ToGrpc(const absl::Status& s);
 
-class MarketServiceImpl final : public v1::MarketService::Service {
+// The calls that go through the engine and Ping are served with gRPC's callback API: no thread
+// waits for the engine; the engine's writer finishes each call once its batch is durable.
+using MarketServiceBase = v1::MarketService::WithCallbackMethod_Ping<
+    v1::MarketService::WithCallbackMethod_Quote<v1::MarketService::WithCallbackMethod_Allocate<
+        v1::MarketService::WithCallbackMethod_GetAllocation<
+            v1::MarketService::WithCallbackMethod_ListAllocations<
+                v1::MarketService::WithCallbackMethod_ExtendAllocation<
+                    v1::MarketService::WithCallbackMethod_ReleaseAllocation<
+                        v1::MarketService::Service>>>>>>>;
+
+class MarketServiceImpl final : public MarketServiceBase {
  public:
   MarketServiceImpl(Engine* engine, const KeyRing* keys) : engine_(engine), keys_(keys) {}
-  grpc::Status Ping(grpc::ServerContext* ctx, const v1::PingRequest* r,
-                    v1::PingResponse* out) override;
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* r,
+                                 v1::PingResponse* out) override;
   grpc::Status SearchCatalog(grpc::ServerContext* ctx, const v1::SearchCatalogRequest* r,
                              v1::SearchCatalogResponse* out) override;
-  grpc::Status Quote(grpc::ServerContext* ctx, const v1::QuoteRequest* r,
-                     v1::QuoteResponse* out) override;
-  grpc::Status Allocate(grpc::ServerContext* ctx, const v1::AllocateRequest* r,
-                        v1::Allocation* out) override;
-  grpc::Status GetAllocation(grpc::ServerContext* ctx, const v1::GetAllocationRequest* r,
-                             v1::Allocation* out) override;
-  grpc::Status ListAllocations(grpc::ServerContext* ctx, const v1::ListAllocationsRequest* r,
-                               v1::ListAllocationsResponse* out) override;
-  grpc::Status ExtendAllocation(grpc::ServerContext* ctx, const v1::ExtendAllocationRequest* r,
-                                v1::Allocation* out) override;
-  grpc::Status ReleaseAllocation(grpc::ServerContext* ctx, const v1::ReleaseAllocationRequest* r,
-                                 v1::Allocation* out) override;
+  grpc::ServerUnaryReactor* Quote(grpc::CallbackServerContext* ctx, const v1::QuoteRequest* r,
+                                  v1::QuoteResponse* out) override;
+  grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* ctx, const v1::AllocateRequest* r,
+                                     v1::Allocation* out) override;
+  grpc::ServerUnaryReactor* GetAllocation(grpc::CallbackServerContext* ctx,
+                                          const v1::GetAllocationRequest* r,
+                                          v1::Allocation* out) override;
+  grpc::ServerUnaryReactor* ListAllocations(grpc::CallbackServerContext* ctx,
+                                            const v1::ListAllocationsRequest* r,
+                                            v1::ListAllocationsResponse* out) override;
+  grpc::ServerUnaryReactor* ExtendAllocation(grpc::CallbackServerContext* ctx,
+                                             const v1::ExtendAllocationRequest* r,
+                                             v1::Allocation* out) override;
+  grpc::ServerUnaryReactor* ReleaseAllocation(grpc::CallbackServerContext* ctx,
+                                              const v1::ReleaseAllocationRequest* r,
+                                              v1::Allocation* out) override;
   grpc::Status WatchAllocations(grpc::ServerContext* ctx, const v1::WatchAllocationsRequest* r,
                                 grpc::ServerWriter<v1::Allocation>* writer) override;
   grpc::Status GetInvoice(grpc::ServerContext* ctx, const v1::GetInvoiceRequest* r,
