@@ -37,12 +37,19 @@ struct PostgresStore::Session {
 namespace {
 
 // Connection parameters the store sets unless the URL does: give up connecting after 10 s, and
-// notice a dead server within about a minute on an idle or a busy connection.
+// notice a dead server within about a minute on an idle or a busy connection. The session's
+// synchronous_commit=on also travels in `options`, so that a connection libpqxx 6 reopens by
+// itself (its "reactivation", which skips Connect's session setup) is durable too.
 constexpr std::pair<const char*, const char*> kConnectionDefaults[] = {
-    {"connect_timeout", "10"},   {"keepalives", "1"},
-    {"keepalives_idle", "30"},   {"keepalives_interval", "10"},
-    {"keepalives_count", "3"},   {"tcp_user_timeout", "60000"},
-    {"client_encoding", "UTF8"}, {"application_name", "suanlid"},
+    {"connect_timeout", "10"},
+    {"keepalives", "1"},
+    {"keepalives_idle", "30"},
+    {"keepalives_interval", "10"},
+    {"keepalives_count", "3"},
+    {"tcp_user_timeout", "60000"},
+    {"client_encoding", "UTF8"},
+    {"application_name", "suanlid"},
+    {"options", "'-c synchronous_commit=on -c client_min_messages=warning'"},
 };
 
 // Serializes migrations of one database (advisory locks are per database).
