@@ -7,6 +7,7 @@ function(suanli_test src)
   string(REPLACE "/" "_" name ${name})
   add_executable(${name} ${src})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gmock GTest::gtest_main)
-  gtest_discover_tests(${name} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 900)
+  # Each test is named <binary>.<Suite>.<Test>, so that `ctest -R <binary>` selects a binary.
+  gtest_discover_tests(${name} TEST_PREFIX "${name}." DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 900)
 endfunction()
 include(GoogleTest)
