@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 namespace suanli::broker {
 namespace {
@@ -53,6 +55,28 @@ void LatencyHistogram::Merge(const LatencyHistogram& other) {
   count_ += other.count_;
   min_ = std::min(min_, other.min_);
   max_ = std::max(max_, other.max_);
+}
+
+int LatencyHistogram::MaxBucket() { return BucketOf(std::numeric_limits<int64_t>::max()); }
+
+bool LatencyHistogram::AddBucket(int bucket, int64_t n) {
+  if (bucket < 0 || bucket > MaxBucket() || n <= 0) return false;
+  if (count_ > std::numeric_limits<int64_t>::max() - n) return false;
+  buckets_[bucket] += n;
+  count_ += n;
+  min_ = std::min(min_, BucketLow(bucket));
+  max_ = std::max(max_, BucketHigh(bucket));
+  return true;
+}
+
+bool LatencyHistogram::RestoreMinMax(int64_t min, int64_t max) {
+  if (count_ == 0 || min > max || min < 0) return false;
+  if (BucketOf(min) != buckets_.begin()->first || BucketOf(max) != buckets_.rbegin()->first) {
+    return false;
+  }
+  min_ = min;
+  max_ = max;
+  return true;
 }
 
 int64_t LatencyHistogram::QuantileNanos(double q) const {

@@ -8,6 +8,12 @@
 //   h.Merge(other);
 //   int64_t p99 = h.QuantileNanos(0.99);   // 0 when empty
 //
+// To store one and rebuild it exactly (the market keeps its per-minute histograms):
+//   h.ForEachBucket([&](int bucket, int64_t n) { ... });   // with h.min_nanos(), h.max_nanos()
+//   LatencyHistogram g;
+//   g.AddBucket(bucket, n);  // for each stored bucket
+//   g.RestoreMinMax(min, max);
+//
 // Thread-compatible (the market keeps its histograms on the engine thread).
 #ifndef SUANLI_BROKER_LATENCY_HISTOGRAM_H_
 #define SUANLI_BROKER_LATENCY_HISTOGRAM_H_
@@ -33,6 +39,23 @@ class LatencyHistogram {
   void RecordNanos(int64_t nanos);
   // Adds every count of `other`.
   void Merge(const LatencyHistogram& other);
+
+  // Calls f(bucket, count) for each used bucket, in increasing order of bucket.
+  template <typename F>
+  void ForEachBucket(F f) const {
+    for (const auto& [bucket, n] : buckets_) f(bucket, n);
+  }
+  // The largest bucket number (that of the largest int64).
+  static int MaxBucket();
+  // Adds `n` counts to `bucket` (what ForEachBucket reported), as if values in it were recorded;
+  // until RestoreMinMax, the smallest and largest values become the bucket's bounds where they
+  // widen them. False, and nothing changed, when the bucket is out of [0, MaxBucket()], n <= 0,
+  // or the total count would overflow.
+  bool AddBucket(int bucket, int64_t n);
+  // Sets the smallest and largest values recorded to what min_nanos() and max_nanos() reported
+  // when the buckets were read. False, and nothing changed, when the histogram is empty, min >
+  // max, or min (max) is not in the lowest (highest) used bucket.
+  bool RestoreMinMax(int64_t min, int64_t max);
 
   // The latency at quantile `q` (0 < q <= 1; clamped) by the nearest-rank method: the smallest
   // recorded value v such that at least q of the counts are <= v, reported as the upper bound of

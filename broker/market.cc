@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "broker/validate.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -255,6 +256,14 @@ absl::Status Market::Load(const storage::Contents& contents, absl::Time now,
     } else if (!claimed.contains(row.id)) {
       Persist(id, now, batch);  // stored before the store kept claims: write them now
     }
+  }
+  for (const storage::DecisionMinuteRow& row : contents.decision_minutes) {
+    DecisionCounts c;
+    if (!DecodeDecisionCounts(row.counts, &c)) {
+      return absl::DataLossError(
+          absl::StrCat("decision counts of minute ", row.minute, " cannot be read back"));
+    }
+    decisions_[row.minute] = std::move(c);
   }
   for (const storage::IdempotencyRow& row : contents.idempotency) {
     idem_[IdemKey(row.buyer_id, row.key)] =
@@ -893,7 +902,9 @@ void Market::IndexEntry(size_t i) {
 }
 
 void Market::CountDecision(absl::Time now, const scheduler::Decision& d, absl::Duration took) {
-  DecisionCounts& c = decisions_[absl::ToUnixSeconds(now) / 60];
+  const int64_t minute = absl::ToUnixSeconds(now) / 60;
+  DecisionCounts& c = decisions_[minute];
+  decisions_changed_.insert(minute);
   c.latency.Record(took);
   ++c.requests;
   if (d.granted) {
@@ -1229,7 +1240,68 @@ std::shared_ptr<const CatalogSnapshot> Market::BuildCatalog(absl::Time now) cons
   return snap;
 }
 
-void Market::Seal(storage::Batch* batch) const {
+std::string Market::EncodeDecisionCounts(const DecisionCounts& c) {
+  std::string out =
+      absl::StrCat("suanli-decisions 1\nrequests ", c.requests, "\ngrants ", c.grants, "\n");
+  for (const auto& [reason, n] : c.rejections) {
+    absl::StrAppend(&out, "rejected ", reason, " ", n, "\n");
+  }
+  if (c.latency.count() > 0) {
+    absl::StrAppend(&out, "latency ", c.latency.min_nanos(), " ", c.latency.max_nanos(), "\n");
+    c.latency.ForEachBucket(
+        [&](int bucket, int64_t n) { absl::StrAppend(&out, "bucket ", bucket, " ", n, "\n"); });
+  }
+  return out;
+}
+
+bool Market::DecodeDecisionCounts(absl::string_view text, DecisionCounts* c) {
+  *c = DecisionCounts();
+  if (!absl::ConsumeSuffix(&text, "\n")) return false;
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
+  if (lines.size() < 3 || lines[0] != "suanli-decisions 1") return false;
+  auto count = [](absl::string_view field, int64_t* n) {
+    return absl::SimpleAtoi(field, n) && *n >= 0;
+  };
+  bool have_latency = false;
+  int64_t min = 0;
+  int64_t max = 0;
+  int last_bucket = -1;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::vector<absl::string_view> f = absl::StrSplit(lines[i], ' ');
+    if (i == 1) {
+      if (f.size() != 2 || f[0] != "requests" || !count(f[1], &c->requests)) return false;
+    } else if (i == 2) {
+      if (f.size() != 2 || f[0] != "grants" || !count(f[1], &c->grants)) return false;
+    } else if (f.size() == 3 && f[0] == "rejected" && !have_latency) {
+      int64_t n = 0;
+      const std::string reason = {f[1].data(), f[1].size()};
+      if (reason.empty() || !count(f[2], &n)) return false;
+      if (!c->rejections.empty() && c->rejections.rbegin()->first >= reason) return false;
+      c->rejections[reason] = n;
+    } else if (f.size() == 3 && f[0] == "latency" && !have_latency) {
+      if (!count(f[1], &min) || !count(f[2], &max)) return false;
+      have_latency = true;
+    } else if (f.size() == 3 && f[0] == "bucket" && have_latency) {
+      int bucket = 0;
+      int64_t n = 0;
+      if (!absl::SimpleAtoi(f[1], &bucket) || bucket <= last_bucket || !count(f[2], &n)) {
+        return false;
+      }
+      if (!c->latency.AddBucket(bucket, n)) return false;
+      last_bucket = bucket;
+    } else {
+      return false;
+    }
+  }
+  if (have_latency && !c->latency.RestoreMinMax(min, max)) return false;
+  return true;
+}
+
+void Market::Seal(storage::Batch* batch) {
+  for (int64_t minute : decisions_changed_) {
+    batch->decision_minutes.push_back({minute, EncodeDecisionCounts(decisions_.at(minute))});
+  }
+  decisions_changed_.clear();
   std::vector<storage::AllocationRow>& rows = batch->allocations;
   if (rows.empty()) return;
   // Keep the last row of each allocation, in the order of those last rows.

@@ -22,10 +22,12 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "broker/auth.h"
 #include "broker/catalog_query.h"
@@ -171,8 +173,9 @@ class Market {
   // ---- For the engine.
   // Makes a batch ready to commit: one row per allocation (the last), and for each allocation
   // it writes, the GPUs it holds on each node (storage::ClaimRow), so that the store can refuse
-  // an oversold node.
-  void Seal(storage::Batch* batch) const;
+  // an oversold node; and one storage::DecisionMinuteRow, with the minute's full counts, per
+  // minute whose decision counts changed since the last Seal.
+  void Seal(storage::Batch* batch);
   // What is on sale now.
   std::shared_ptr<const CatalogSnapshot> BuildCatalog(absl::Time now) const;
   // Allocations changed since the last call, for watchers; and whether capacity or free GPUs
@@ -261,14 +264,28 @@ class Market {
   absl::flat_hash_map<std::string, std::vector<size_t>> entries_by_party_;
   absl::flat_hash_map<uint64_t, Books> posted_;
   int64_t ledger_seq_ = 0;
-  // Decisions per minute (unix minute -> counts), since this market was built: in memory only.
+  // Decisions per minute (unix minute -> counts), stored (storage::DecisionMinuteRow) so that
+  // they survive a restart: Seal writes the minutes changed since the last batch, Load reads
+  // them back.
   struct DecisionCounts {
     int64_t requests = 0;
     int64_t grants = 0;
     absl::btree_map<std::string, int64_t> rejections;  // RejectReason name -> count
     LatencyHistogram latency;  // how long the core took to decide each of them
   };
+  // The stored form of a minute's counts (DecisionMinuteRow::counts): text, one record a line,
+  // fields separated by single spaces, integers in decimal:
+  //   suanli-decisions 1            the format and its version (a newer one is not read)
+  //   requests N
+  //   grants N
+  //   rejected REASON N             one per reason (RejectReason name), by name
+  //   latency MIN MAX               nanoseconds; only when some decision was timed
+  //   bucket B N                    one per used LatencyHistogram bucket, increasing
+  // Decode returns false for anything else, a repeated or missing record, or a count below 0.
+  static std::string EncodeDecisionCounts(const DecisionCounts& c);
+  static bool DecodeDecisionCounts(absl::string_view text, DecisionCounts* c);
   absl::btree_map<int64_t, DecisionCounts> decisions_;
+  absl::btree_set<int64_t> decisions_changed_;  // minutes counted since the last Seal
   // When withdrawn offers were withdrawn (for offered hours).
   absl::flat_hash_map<std::string, absl::Time> withdrawn_at_;
 };

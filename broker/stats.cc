@@ -198,9 +198,9 @@ absl::StatusOr<v1::GetMarketStatsResponse> Market::MarketStats(const Principal& 
     }
   }
 
-  // Decisions and their latency: counted per minute in memory since the broker started;
-  // market-wide, so only for admins (an operator does not see other tenants' demand), the counts
-  // only in the ungrouped row.
+  // Decisions and their latency: counted per minute and stored with each batch, so across
+  // restarts; market-wide, so only for admins (an operator does not see other tenants' demand), the
+  // counts only in the ungrouped row.
   LatencyHistogram latency;
   if (admin) {
     const int64_t first = absl::ToUnixSeconds(from) / 60;

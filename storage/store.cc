@@ -57,6 +57,7 @@ void Append(Batch* into, Batch&& later) {
   MoveAll(&into->idempotency, &later.idempotency);
   MoveAll(&into->claims, &later.claims);
   MoveAll(&into->ledger, &later.ledger);
+  MoveAll(&into->decision_minutes, &later.decision_minutes);
 }
 
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(absl::string_view url) {

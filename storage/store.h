@@ -12,7 +12,9 @@
 //   - claims: the GPUs each live allocation takes on each node, which the store checks so that
 //     no node is ever stored oversold;
 //   - idempotency records: the first answer to an Allocate with a buyer's idempotency key;
-//   - the ledger: immutable double-entry entries whose legs sum to zero (appended, never changed).
+//   - the ledger: immutable double-entry entries whose legs sum to zero (appended, never changed);
+//   - decision counts per minute (the market's requests, grants, rejections and decision
+//     latencies), inserted or replaced, so that market figures survive a restart.
 //
 //   absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:var/suanli.db");
 //   // or OpenStore("postgresql://suanli@db.example.com:5432/suanli")
@@ -119,6 +121,13 @@ struct LedgerEntryRow {
   std::vector<LedgerLeg> legs;
 };
 
+// The decisions the market counted in one minute, as an opaque blob the broker encodes
+// (broker/market.h, DecisionCounts; the store only keeps it).
+struct DecisionMinuteRow {
+  int64_t minute = 0;  // unix seconds / 60; unique
+  std::string counts;
+};
+
 // What one engine batch changed. Applied all together or not at all.
 struct Batch {
   std::vector<AccountRow> accounts;         // inserted or replaced (by id)
@@ -129,11 +138,12 @@ struct Batch {
   // The claims of the batch's allocations: each allocation written by the batch has exactly the
   // claims listed here for it afterwards (none listed: none stored, e.g. when it ended).
   std::vector<ClaimRow> claims;
-  std::vector<LedgerEntryRow> ledger;  // appended; ids not stored yet
+  std::vector<LedgerEntryRow> ledger;               // appended; ids not stored yet
+  std::vector<DecisionMinuteRow> decision_minutes;  // inserted or replaced (by minute)
 
   bool empty() const {
     return accounts.empty() && api_keys.empty() && capacity.empty() && allocations.empty() &&
-           idempotency.empty() && claims.empty() && ledger.empty();
+           idempotency.empty() && claims.empty() && ledger.empty() && decision_minutes.empty();
   }
 };
 
@@ -145,13 +155,14 @@ void Append(Batch* into, Batch&& later);
 
 // Everything stored.
 struct Contents {
-  std::vector<AccountRow> accounts;         // by id
-  std::vector<ApiKeyRow> api_keys;          // by key_id
-  std::vector<CapacityRow> capacity;        // by seq
-  std::vector<AllocationRow> allocations;   // by id
-  std::vector<IdempotencyRow> idempotency;  // by (buyer_id, key)
-  std::vector<ClaimRow> claims;             // by (allocation_id, node_id)
-  std::vector<LedgerEntryRow> ledger;       // by id, legs in the order they were written
+  std::vector<AccountRow> accounts;                 // by id
+  std::vector<ApiKeyRow> api_keys;                  // by key_id
+  std::vector<CapacityRow> capacity;                // by seq
+  std::vector<AllocationRow> allocations;           // by id
+  std::vector<IdempotencyRow> idempotency;          // by (buyer_id, key)
+  std::vector<ClaimRow> claims;                     // by (allocation_id, node_id)
+  std::vector<LedgerEntryRow> ledger;               // by id, legs in the order they were written
+  std::vector<DecisionMinuteRow> decision_minutes;  // by minute
 };
 
 class Store {

@@ -358,6 +358,10 @@ const InsertSql kLedgerLegs = {
     {"bigint", "integer", "integer", "bigint", "bigint", "integer", "text", "bigint"},
     ""};
 
+const InsertSql kDecisionMinutes = {"INSERT INTO decision_minutes (minute, counts)",
+                                    {"bigint", "bytea"},
+                                    "ON CONFLICT (minute) DO UPDATE SET counts = excluded.counts"};
+
 // Sends rows in multi-row INSERT statements of up to kMaxStatementRows rows. One statement may
 // not upsert a key twice (PostgreSQL refuses), so a row whose key is already in the pending
 // statement sends that statement first: the rows are written in their order, as one at a time.
@@ -500,6 +504,15 @@ absl::Status WriteRows(absl::string_view store, pqxx::work& w, const Batch& batc
     }
     out.Flush();
   }
+
+  if (!batch.decision_minutes.empty()) {
+    step = Step("writing decision counts");
+    RowWriter out(w, kDecisionMinutes);
+    for (const DecisionMinuteRow& r : batch.decision_minutes) {
+      out.Add({Int(r.minute), Bytes(r.counts)}, Int(r.minute));
+    }
+    out.Flush();
+  }
   return absl::OkStatus();
 }
 
@@ -523,6 +536,8 @@ constexpr char kSelectClaims[] =
 constexpr char kSelectLedger[] =
     "SELECT entry_id, at_us, allocation_id, kind, account, amount_micros FROM ledger_legs "
     "ORDER BY entry_id, leg";
+constexpr char kSelectDecisionMinutes[] =
+    "SELECT minute, counts FROM decision_minutes ORDER BY minute";
 
 // Column readers; a value that does not fit throws pqxx::conversion_error (DATA_LOSS).
 std::string Text(const pqxx::field& f) { return f.as<std::string>(); }
@@ -572,6 +587,10 @@ absl::Status ReadAll(pqxx::transaction_base& r, Contents& out, Step& step) {
       out.ledger.push_back({id, TimeOf(row[1]), row[2].as<int64_t>(), row[3].as<int32_t>(), {}});
     }
     out.ledger.back().legs.push_back({Text(row[4]), row[5].as<int64_t>()});
+  }
+  step = Reading("reading decision counts");
+  for (const pqxx::row& row : r.exec(kSelectDecisionMinutes)) {
+    out.decision_minutes.push_back({row[0].as<int64_t>(), Blob(row[1])});
   }
   return absl::OkStatus();
 }

@@ -261,6 +261,10 @@ constexpr char kInsertLedgerLeg[] =
     "INSERT INTO ledger_legs (entry_id, leg, last_leg, at_us, allocation_id, kind, account, "
     "amount_micros) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
+constexpr char kUpsertDecisionMinute[] =
+    "INSERT INTO decision_minutes (minute, counts) VALUES (?1, ?2) "
+    "ON CONFLICT (minute) DO UPDATE SET counts = excluded.counts";
+
 constexpr char kSelectAccounts[] = "SELECT id, role, name, created_us FROM accounts ORDER BY id";
 constexpr char kSelectApiKeys[] =
     "SELECT key_id, account_id, secret_hash, created_us, revoked FROM api_keys ORDER BY key_id";
@@ -277,6 +281,8 @@ constexpr char kSelectClaims[] =
 constexpr char kSelectLedger[] =
     "SELECT entry_id, leg, at_us, allocation_id, kind, account, amount_micros FROM ledger_legs "
     "ORDER BY entry_id, leg";
+constexpr char kSelectDecisionMinutes[] =
+    "SELECT minute, counts FROM decision_minutes ORDER BY minute";
 
 // Writes every row of the batch inside the caller's transaction; stops at the first error.
 absl::Status WriteRows(const Db& db, StatementCache& cache, const Batch& batch) {
@@ -440,6 +446,19 @@ absl::Status WriteRows(const Db& db, StatementCache& cache, const Batch& batch) 
       }
     }
   }
+
+  if (!batch.decision_minutes.empty()) {
+    // Upserted in order: of two rows with one minute the later wins.
+    absl::StatusOr<Statement*> stmt_or = cache.Get(db, kUpsertDecisionMinute);
+    if (!stmt_or.ok()) return stmt_or.status();
+    Statement* stmt = *stmt_or;
+    for (const DecisionMinuteRow& row : batch.decision_minutes) {
+      stmt->BindInt(1, row.minute);
+      stmt->BindBlob(2, row.counts);
+      absl::Status s = RunOnce(db, *stmt, absl::StrCat("decision counts of minute ", row.minute));
+      if (!s.ok()) return s;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -516,7 +535,7 @@ absl::Status ReadAll(const Db& db, Contents& out) {
     row.until = r.Time(5);
   });
   if (!s.ok()) return s;
-  return ForEachRow(db, kSelectLedger, [&](RowReader& r) {
+  s = ForEachRow(db, kSelectLedger, [&](RowReader& r) {
     const int64_t id = r.Int(0);
     if (out.ledger.empty() || out.ledger.back().id != id) {
       LedgerEntryRow& e = out.ledger.emplace_back();
@@ -526,6 +545,12 @@ absl::Status ReadAll(const Db& db, Contents& out) {
       e.kind = r.Int32(4);
     }
     out.ledger.back().legs.push_back({r.Bytes(5), r.Int(6)});
+  });
+  if (!s.ok()) return s;
+  return ForEachRow(db, kSelectDecisionMinutes, [&](RowReader& r) {
+    DecisionMinuteRow& row = out.decision_minutes.emplace_back();
+    row.minute = r.Int(0);
+    row.counts = r.Bytes(1);
   });
 }
 

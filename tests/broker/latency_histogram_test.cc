@@ -101,5 +101,68 @@ TEST(LatencyHistogramTest, MergeEqualsRecordingEverythingInOne) {
   EXPECT_EQ(a.max_nanos(), values.back());
 }
 
+// What ForEachBucket, min_nanos and max_nanos report rebuilds the histogram exactly through
+// AddBucket and RestoreMinMax.
+TEST(LatencyHistogramTest, BucketsAndMinMaxRebuildItExactly) {
+  const uint32_t seed = std::random_device{}();
+  SCOPED_TRACE(testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::lognormal_distribution<double> latency(9.0, 2.0);
+  LatencyHistogram h;
+  for (int i = 0; i < 5'000; ++i) h.RecordNanos(static_cast<int64_t>(latency(rng)));
+  h.RecordNanos(0);
+  h.RecordNanos(std::numeric_limits<int64_t>::max());
+
+  LatencyHistogram rebuilt;
+  int last = -1;
+  int64_t total = 0;
+  h.ForEachBucket([&](int bucket, int64_t n) {
+    EXPECT_GT(bucket, last);  // increasing, each used bucket once
+    EXPECT_GT(n, 0);
+    last = bucket;
+    total += n;
+    EXPECT_TRUE(rebuilt.AddBucket(bucket, n));
+  });
+  EXPECT_EQ(total, h.count());
+  EXPECT_EQ(last, LatencyHistogram::MaxBucket());
+  ASSERT_TRUE(rebuilt.RestoreMinMax(h.min_nanos(), h.max_nanos()));
+  EXPECT_EQ(rebuilt.count(), h.count());
+  EXPECT_EQ(rebuilt.min_nanos(), h.min_nanos());
+  EXPECT_EQ(rebuilt.max_nanos(), h.max_nanos());
+  for (double q : {0.001, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0}) {
+    SCOPED_TRACE(q);
+    EXPECT_EQ(rebuilt.QuantileNanos(q), h.QuantileNanos(q));
+  }
+}
+
+TEST(LatencyHistogramTest, AddBucketWithoutMinMaxUsesTheBucketBounds) {
+  LatencyHistogram h;
+  const int b = LatencyHistogram::BucketOf(1'000);
+  ASSERT_TRUE(h.AddBucket(b, 3));
+  EXPECT_EQ(h.count(), 3);
+  EXPECT_EQ(h.min_nanos(), LatencyHistogram::BucketLow(b));
+  EXPECT_EQ(h.max_nanos(), LatencyHistogram::BucketHigh(b));
+  EXPECT_EQ(h.QuantileNanos(0.5), LatencyHistogram::BucketHigh(b));
+}
+
+TEST(LatencyHistogramTest, AddBucketAndRestoreMinMaxRefuseWhatCannotBe) {
+  LatencyHistogram h;
+  EXPECT_FALSE(h.RestoreMinMax(1, 2));  // empty
+  EXPECT_FALSE(h.AddBucket(-1, 1));
+  EXPECT_FALSE(h.AddBucket(LatencyHistogram::MaxBucket() + 1, 1));
+  EXPECT_FALSE(h.AddBucket(3, 0));
+  EXPECT_FALSE(h.AddBucket(3, -2));
+  EXPECT_EQ(h.count(), 0);
+  ASSERT_TRUE(h.AddBucket(3, std::numeric_limits<int64_t>::max() - 1));
+  EXPECT_FALSE(h.AddBucket(4, 2));  // the count would overflow
+  ASSERT_TRUE(h.AddBucket(LatencyHistogram::BucketOf(100), 1));
+  EXPECT_FALSE(h.RestoreMinMax(4, 100));   // 4 is not in the lowest bucket (3)
+  EXPECT_FALSE(h.RestoreMinMax(3, 1000));  // 1000 is not in the highest bucket
+  EXPECT_FALSE(h.RestoreMinMax(100, 3));   // min > max
+  EXPECT_TRUE(h.RestoreMinMax(3, 100));
+  EXPECT_EQ(h.min_nanos(), 3);
+  EXPECT_EQ(h.max_nanos(), 100);
+}
+
 }  // namespace
 }  // namespace suanli::broker

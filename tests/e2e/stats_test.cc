@@ -1,10 +1,13 @@
 // The books and the figures end to end: a known market run through the broker (sale, extension,
 // early release, a lapsed hold), then the ledger balances to the micro-unit, each allocation's
 // entries add up to its final price, and GetMarketStats reports the figures the market implies,
-// also after a restart.
+// also after a restart (decision counts and latencies included: they are stored per minute).
 #include <map>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "storage/store.h"
 #include "tests/e2e/harness.h"
 
 namespace suanli::e2e {
@@ -103,10 +106,9 @@ TEST_F(StatsTest, LedgerBalancesAndFiguresFollowTheMarket) {
     // 16 GPUs for 3 h are sold inside the range (the released one sold next to nothing).
     EXPECT_NEAR(row.sold_gpu_hours(), 48.0, 0.1);
     EXPECT_GT(row.offered_gpu_hours(), row.sold_gpu_hours());
-    if (pass == 0) {                 // decisions are counted in memory since the start
-      EXPECT_EQ(row.grants(), 3);    // two sales and the hold
-      EXPECT_EQ(row.requests(), 4);  // and the rejection
-    }
+    EXPECT_EQ(row.grants(), 3);    // two sales and the hold
+    EXPECT_EQ(row.requests(), 4);  // and the rejection
+    EXPECT_EQ(stats->decisions_timed(), 4);
     // Operators see their own figures; buyers none.
     absl::StatusOr<v1::GetMarketStatsResponse> own =
         Connect(broker_->port(), op_key)->GetMarketStats(r);
@@ -120,6 +122,120 @@ TEST_F(StatsTest, LedgerBalancesAndFiguresFollowTheMarket) {
       op = Connect(broker_->port(), op_key);
     }
   }
+}
+
+// The decision figures (requests, grants, rejections by reason, latency percentiles) are stored
+// per minute with each batch: a broker restarted on the same store reports the same ones over the
+// same range, and goes on counting on top of them.
+TEST_F(StatsTest, DecisionFiguresSurviveARestart) {
+  const std::string op_key = NewAccount(*admin_, v1::ROLE_OPERATOR, "op-d");
+  const std::string buyer_key = NewAccount(*admin_, v1::ROLE_BUYER, "buyer-d");
+  std::unique_ptr<Client> op = Connect(broker_->port(), op_key);
+  std::unique_ptr<Client> buyer = Connect(broker_->port(), buyer_key);
+  SmallMarket(*op, "c-d", 4, kPrice);  // 32 GPUs
+
+  int64_t granted = 0;
+  int64_t refused = 0;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<v1::Allocation> a = buyer->Allocate(Gang(8, absl::Hours(1), 30'000'000));
+    ASSERT_TRUE(a.ok()) << a.status();
+    ++granted;
+  }
+  // Too many GPUs, twice; a ceiling below the ask, once.
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_FALSE(buyer->Allocate(Gang(64, absl::Hours(1), 30'000'000)).ok());
+    ++refused;
+  }
+  EXPECT_FALSE(buyer->Allocate(Gang(8, absl::Hours(1), 1'000'000)).ok());
+  ++refused;
+
+  v1::GetMarketStatsRequest r;
+  *r.mutable_from() = Ts(absl::Now() - absl::Hours(1));
+  *r.mutable_to() = Ts(absl::Now() + absl::Hours(1));
+  absl::StatusOr<v1::GetMarketStatsResponse> before = admin_->GetMarketStats(r);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_EQ(before->rows_size(), 1);
+  const v1::MarketStatsRow& row = before->rows(0);
+  EXPECT_EQ(row.requests(), granted + refused);
+  EXPECT_EQ(row.grants(), granted);
+  int64_t rejections = 0;
+  for (const auto& [reason, n] : row.rejections_by_reason()) rejections += n;
+  EXPECT_EQ(rejections, refused);
+  EXPECT_GE(row.rejections_by_reason_size(), 2);  // capacity and price
+  EXPECT_EQ(before->decisions_timed(), granted + refused);
+  EXPECT_GT(before->decision_p999_us(), 0.0);
+
+  broker_->Shutdown();
+  broker_.reset();
+  Start();
+  absl::StatusOr<v1::GetMarketStatsResponse> after = admin_->GetMarketStats(r);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->rows_size(), 1);
+  EXPECT_EQ(after->rows(0).requests(), row.requests());
+  EXPECT_EQ(after->rows(0).grants(), row.grants());
+  EXPECT_EQ((std::map<std::string, int64_t>(after->rows(0).rejections_by_reason().begin(),
+                                            after->rows(0).rejections_by_reason().end())),
+            (std::map<std::string, int64_t>(row.rejections_by_reason().begin(),
+                                            row.rejections_by_reason().end())));
+  EXPECT_EQ(after->decisions_timed(), before->decisions_timed());
+  EXPECT_EQ(after->decision_p50_us(), before->decision_p50_us());
+  EXPECT_EQ(after->decision_p99_us(), before->decision_p99_us());
+  EXPECT_EQ(after->decision_p999_us(), before->decision_p999_us());
+
+  // Counting goes on on top of what was stored.
+  buyer = Connect(broker_->port(), buyer_key);
+  EXPECT_FALSE(buyer->Allocate(Gang(64, absl::Hours(1), 30'000'000)).ok());
+  absl::StatusOr<v1::GetMarketStatsResponse> more = admin_->GetMarketStats(r);
+  ASSERT_TRUE(more.ok()) << more.status();
+  EXPECT_EQ(more->rows(0).requests(), row.requests() + 1);
+  EXPECT_EQ(more->decisions_timed(), before->decisions_timed() + 1);
+}
+
+// A stored minute whose counts do not decode stops the start with DATA_LOSS naming the minute.
+TEST_F(StatsTest, UndecodableDecisionCountsAreDataLoss) {
+  broker_->Shutdown();
+  broker_.reset();
+  const std::string good = "suanli-decisions 1\nrequests 1\ngrants 1\nlatency 5 5\nbucket 5 1\n";
+  for (const std::string& bad : std::vector<std::string>{
+           "", "suanli-decisions 2\nrequests 1\ngrants 1\n",  // a newer format
+           "suanli-decisions 1\nrequests -1\ngrants 0\n",
+           "suanli-decisions 1\nrequests 1\ngrants 1\nlatency 5 5\nbucket 9 1\n",  // min, max
+           "suanli-decisions 1\nrequests 1\ngrants 1\nbucket 5 1\n",  // no latency record
+           "suanli-decisions 1\nrequests 1\ngrants 1\nlatency 5 5\nbucket 5 1",  // cut short
+           "suanli-decisions 1\nrequests 1\ngrants 1\nwhat 1\n"}) {
+    SCOPED_TRACE(bad);
+    {
+      absl::StatusOr<std::unique_ptr<storage::Store>> store =
+          storage::OpenStore(OptionsIn(dir_).store_url);
+      ASSERT_TRUE(store.ok()) << store.status();
+      storage::Batch b;
+      b.decision_minutes = {{29'000'000, good}, {29'000'001, bad}};
+      ASSERT_TRUE((*store)->Commit(b).ok());
+    }
+    absl::StatusOr<std::unique_ptr<broker::Broker>> b = broker::Broker::Start(OptionsIn(dir_));
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kDataLoss) << b.status();
+    EXPECT_NE(b.status().message().find("minute 29000001"), absl::string_view::npos) << b.status();
+  }
+  // Once the minute is readable again, the broker starts and counts both minutes.
+  {
+    absl::StatusOr<std::unique_ptr<storage::Store>> store =
+        storage::OpenStore(OptionsIn(dir_).store_url);
+    ASSERT_TRUE(store.ok()) << store.status();
+    storage::Batch b;
+    b.decision_minutes = {{29'000'001, good}};
+    ASSERT_TRUE((*store)->Commit(b).ok());
+  }
+  Start();
+  v1::GetMarketStatsRequest r;
+  *r.mutable_from() = Ts(absl::FromUnixSeconds(int64_t{29'000'000} * 60));
+  *r.mutable_to() = Ts(absl::FromUnixSeconds(int64_t{29'000'002} * 60));
+  absl::StatusOr<v1::GetMarketStatsResponse> stats = admin_->GetMarketStats(r);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_EQ(stats->rows_size(), 1);
+  EXPECT_EQ(stats->rows(0).requests(), 2);
+  EXPECT_EQ(stats->decisions_timed(), 2);
+  EXPECT_EQ(stats->decision_p50_us(), 0.005);
 }
 
 }  // namespace

@@ -269,7 +269,7 @@ TEST_F(PostgresStoreTest, OlderSchemaIsUpgradedKeepingItsRows) {
   std::unique_ptr<Store> store = MustOpen(db_->url());
   ASSERT_NE(store, nullptr);
   EXPECT_THAT(store->Describe(), HasSubstr(absl::StrCat("(schema v", LatestSchemaVersion())));
-  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3");
+  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3|4");
   absl::StatusOr<Contents> c = store->Load();
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_EQ(c->allocations.size(), 1u);
@@ -303,7 +303,7 @@ TEST_F(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
   b.join();
   EXPECT_TRUE(first.ok()) << first;
   EXPECT_TRUE(second.ok()) << second;
-  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3");
+  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3|4");
 }
 
 // PostgreSQL text holds neither NUL bytes nor invalid UTF-8: such a batch is INVALID_ARGUMENT

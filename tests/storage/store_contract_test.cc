@@ -194,6 +194,9 @@ std::string Dump(const LedgerEntryRow& r) {
   }
   return out + "\n";
 }
+std::string Dump(const DecisionMinuteRow& r) {
+  return absl::StrCat("decision_minute minute=", r.minute, " counts=", Show(r.counts), "\n");
+}
 template <typename Row>
 std::string Dump(const std::vector<Row>& rows) {
   std::string out;
@@ -202,7 +205,8 @@ std::string Dump(const std::vector<Row>& rows) {
 }
 std::string Dump(const Contents& c) {
   return absl::StrCat(Dump(c.accounts), Dump(c.api_keys), Dump(c.capacity), Dump(c.allocations),
-                      Dump(c.idempotency), Dump(c.claims), Dump(c.ledger));
+                      Dump(c.idempotency), Dump(c.claims), Dump(c.ledger),
+                      Dump(c.decision_minutes));
 }
 
 AccountRow Account(std::string id, std::string name, int32_t role = 1) {
@@ -433,10 +437,12 @@ TEST_P(StoreContractTest, SameIdTwiceInOneBatchKeepsTheLast) {
   Batch b;
   b.accounts = {Account("a1", "first"), Account("a1", "second")};
   b.allocations = {Allocation(1, 1), Allocation(1, 4)};
+  b.decision_minutes = {{7, "first"}, {8, "other"}, {7, "second"}};
   MustCommit(b);
   Contents want;
   want.accounts = {b.accounts[1]};
   want.allocations = {b.allocations[1]};
+  want.decision_minutes = {b.decision_minutes[2], b.decision_minutes[1]};
   EXPECT_EQ(Dump(MustLoad()), Dump(want));
 }
 
@@ -607,6 +613,7 @@ TEST_P(StoreContractTest, AppendedBatchesStoreWhatTheSequenceStores) {
     b.capacity = {Capacity(1)};
     b.claims = {Claim(1, "n-a", 8, 100, 200), Claim(2, "n-c", 4, 100, 300)};
     b.ledger = {Entry(1, 1'000'000, 1)};
+    b.decision_minutes = {{29'000'000, "first"}, {29'000'001, "kept"}};
     return b;
   };
   auto second = [] {
@@ -619,6 +626,7 @@ TEST_P(StoreContractTest, AppendedBatchesStoreWhatTheSequenceStores) {
     b.claims = {Claim(1, "n-b", 8, 100, 200), Claim(3, "n-a", 8, 100, 200)};
     b.idempotency = {Idempotency("buyer-1", "idem-second", 3)};
     b.ledger = {Entry(2, 500'000, 3)};
+    b.decision_minutes = {{29'000'000, "second"}, {29'000'002, "new"}};
     return b;
   };
   MustCommit(first());
@@ -637,6 +645,7 @@ TEST_P(StoreContractTest, AppendedBatchesStoreWhatTheSequenceStores) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ(Dump(*loaded), sequence);
   EXPECT_THAT(sequence, HasSubstr("n-b"));
+  EXPECT_THAT(sequence, HasSubstr("minute=29000000 counts=\"second\""));
   other->reset();
 }
 
@@ -757,6 +766,37 @@ TEST_P(StoreContractTest, LedgerEntriesRoundTripInIdOrderAndSurviveReopen) {
   EXPECT_EQ(Dump(MustLoad().ledger), Dump(want));
   Reopen();
   EXPECT_EQ(Dump(MustLoad().ledger), Dump(want));
+}
+
+// Decision counts per minute: any bytes round trip, loaded by minute; a minute written again is
+// replaced (also within one batch: the later row wins); they survive a reopen.
+TEST_P(StoreContractTest, DecisionMinutesRoundTripReplaceByMinuteAndSurviveReopen) {
+  constexpr int64_t kMax64 = std::numeric_limits<int64_t>::max();
+  const std::string binary("v1\0\xff\n\x01", 6);
+  Batch b;
+  b.decision_minutes = {{29'000'005, "five"}, {-3, binary}, {kMax64, ""}, {29'000'001, "one"}};
+  MustCommit(b);
+  std::vector<DecisionMinuteRow> want = {b.decision_minutes[1], b.decision_minutes[3],
+                                         b.decision_minutes[0], b.decision_minutes[2]};
+  EXPECT_EQ(Dump(MustLoad().decision_minutes), Dump(want));
+
+  Batch next;
+  next.decision_minutes = {
+      {29'000'001, "one, later"}, {29'000'009, "first"}, {29'000'009, "second"}};
+  MustCommit(next);
+  want = {b.decision_minutes[1],
+          {29'000'001, "one, later"},
+          b.decision_minutes[0],
+          {29'000'009, "second"},
+          b.decision_minutes[2]};
+  EXPECT_EQ(Dump(MustLoad().decision_minutes), Dump(want));
+  Reopen();
+  EXPECT_EQ(Dump(MustLoad().decision_minutes), Dump(want));
+  // A batch of decision counts alone is not empty.
+  Batch only;
+  EXPECT_TRUE(only.empty());
+  only.decision_minutes = {{1, "x"}};
+  EXPECT_FALSE(only.empty());
 }
 
 TEST_P(StoreContractTest, UnbalancedOrMalformedLedgerEntriesRejectWholeBatch) {
