@@ -511,8 +511,13 @@ absl::Status Market::ApplyCapacity(CapacityKind kind, const std::string& payload
             domain_nodes_[absl::StrCat(it->second.center_id(), "/", it->second.domain_id())];
         in_domain.erase(std::remove(in_domain.begin(), in_domain.end(), r.node_id()),
                         in_domain.end());
+        RetiredNode retired{std::move(it->second), {}, at};
+        if (auto o = node_offers_.find(r.node_id()); o != node_offers_.end()) {
+          retired.offers = std::move(o->second);
+          node_offers_.erase(o);
+        }
+        retired_nodes_.push_back(std::move(retired));
         nodes_.erase(it);
-        node_offers_.erase(r.node_id());
       }
       return absl::OkStatus();
     }

@@ -288,6 +288,14 @@ class Market {
   absl::btree_set<int64_t> decisions_changed_;  // minutes counted since the last Seal
   // When withdrawn offers were withdrawn (for offered hours).
   absl::flat_hash_map<std::string, absl::Time> withdrawn_at_;
+  // Nodes removed from the market, kept so that the periods they were on sale in still count
+  // their offered hours.
+  struct RetiredNode {
+    v1::Node node;
+    std::vector<std::string> offers;  // the node's offers when it was removed
+    absl::Time removed_at;
+  };
+  std::vector<RetiredNode> retired_nodes_;
 };
 
 }  // namespace suanli::broker

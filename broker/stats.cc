@@ -82,21 +82,19 @@ absl::StatusOr<v1::GetMarketStatsResponse> Market::MarketStats(const Principal& 
   if (r.group_by() == v1::GROUP_BY_NONE) row("");
 
   // Offered: each node's time under at least one offer (withdrawn offers until their
-  // withdrawal), times its GPUs.
-  for (const auto& [node_id, node] : nodes_) {
-    if (!visible(node.center_id())) continue;
+  // withdrawal; a removed node until its removal), times its GPUs.
+  auto offered = [&](const v1::Node& node, const std::vector<std::string>& offer_ids,
+                     absl::Time gone) {
+    if (!visible(node.center_id())) return;
     std::vector<std::pair<absl::Time, absl::Time>> spans;
-    auto it = node_offers_.find(node_id);
-    if (it != node_offers_.end()) {
-      for (const std::string& offer_id : it->second) {
-        const v1::Offer& o = offers_.at(offer_id);
-        absl::Time until = TimeOfProto(o.until());
-        auto w = withdrawn_at_.find(offer_id);
-        if (o.withdrawn() && w != withdrawn_at_.end()) until = std::min(until, w->second);
-        const absl::Time a = std::max(TimeOfProto(o.from()), from);
-        const absl::Time b = std::min(until, to);
-        if (a < b) spans.emplace_back(a, b);
-      }
+    for (const std::string& offer_id : offer_ids) {
+      const v1::Offer& o = offers_.at(offer_id);
+      absl::Time until = std::min(TimeOfProto(o.until()), gone);
+      auto w = withdrawn_at_.find(offer_id);
+      if (o.withdrawn() && w != withdrawn_at_.end()) until = std::min(until, w->second);
+      const absl::Time a = std::max(TimeOfProto(o.from()), from);
+      const absl::Time b = std::min(until, to);
+      if (a < b) spans.emplace_back(a, b);
     }
     std::sort(spans.begin(), spans.end());
     double hours = 0;
@@ -106,12 +104,18 @@ absl::StatusOr<v1::GetMarketStatsResponse> Market::MarketStats(const Principal& 
       if (b > start) hours += Hours(start, b);
       covered = std::max(covered, b);
     }
-    if (hours == 0) continue;
+    if (hours == 0) return;
     v1::MarketStatsRow& out = row(group_of(node.center_id(), node.model()));
     out.set_offered_gpu_hours(out.offered_gpu_hours() + hours * node.gpus());
     out.set_offered_pflops_hours(out.offered_pflops_hours() +
                                  hours * node.gpus() * PflopsPerGpu(node.model()));
+  };
+  static const std::vector<std::string> kNoOffers;
+  for (const auto& [node_id, node] : nodes_) {
+    auto it = node_offers_.find(node_id);
+    offered(node, it != node_offers_.end() ? it->second : kNoOffers, absl::InfiniteFuture());
   }
+  for (const RetiredNode& r : retired_nodes_) offered(r.node, r.offers, r.removed_at);
 
   // Sold: every slice of every allocation that was sold (not a hold that lapsed or was
   // cancelled), over its [start, end) within the range. Idle fragments at `to`: GPUs taken on a

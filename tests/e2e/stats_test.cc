@@ -124,6 +124,43 @@ TEST_F(StatsTest, LedgerBalancesAndFiguresFollowTheMarket) {
   }
 }
 
+// A node taken off the market still counts as offered in the periods it was on sale in (also
+// after a restart, which rebuilds the market from the capacity journal); after its removal it
+// counts no more.
+TEST_F(StatsTest, RemovedNodeStillCountsAsOfferedBeforeItsRemoval) {
+  const std::string op_key = NewAccount(*admin_, v1::ROLE_OPERATOR, "op-r");
+  std::unique_ptr<Client> op = Connect(broker_->port(), op_key);
+  const absl::Time t0 = absl::Now();
+  SmallMarket(*op, "c-r", 4, kPrice);  // 32 GPUs
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time t1 = absl::Now();
+  auto offered = [&](absl::Time from, absl::Time to) {
+    v1::GetMarketStatsRequest r;
+    *r.mutable_from() = Ts(from);
+    *r.mutable_to() = Ts(to);
+    absl::StatusOr<v1::GetMarketStatsResponse> stats = admin_->GetMarketStats(r);
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    return stats.ok() && stats->rows_size() == 1 ? stats->rows(0).offered_gpu_hours() : -1.0;
+  };
+  const double before = offered(t0 - absl::Hours(1), t1);
+  ASSERT_GT(before, 0);
+  v1::RemoveNodeRequest rm;
+  rm.set_node_id("c-r-n0");
+  ASSERT_TRUE(op->RemoveNode(rm).ok());
+  const absl::Time removed = absl::Now();
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE(pass == 0 ? "before restart" : "after restart");
+    EXPECT_NEAR(offered(t0 - absl::Hours(1), t1), before, 1e-9);
+    // Four hours after the removal: the three nodes left, 24 GPUs.
+    EXPECT_NEAR(offered(removed, removed + absl::Hours(4)), 24 * 4.0, 0.01);
+    if (pass == 0) {
+      broker_->Shutdown();
+      broker_.reset();
+      Start();
+    }
+  }
+}
+
 // The decision figures (requests, grants, rejections by reason, latency percentiles) are stored
 // per minute with each batch: a broker restarted on the same store reports the same ones over the
 // same range, and goes on counting on top of them.
