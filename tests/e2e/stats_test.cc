@@ -132,8 +132,10 @@ TEST_F(StatsTest, RemovedNodeStillCountsAsOfferedBeforeItsRemoval) {
   std::unique_ptr<Client> op = Connect(broker_->port(), op_key);
   const absl::Time t0 = absl::Now();
   SmallMarket(*op, "c-r", 4, kPrice);  // 32 GPUs
-  absl::SleepFor(absl::Milliseconds(300));
-  const absl::Time t1 = absl::Now();
+  // Periods are asked in whole seconds (Ts): end the first one a whole second after the offer
+  // began, and remove the node after that.
+  const absl::Time t1 = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()) + 2);
+  while (absl::Now() <= t1) absl::SleepFor(absl::Milliseconds(50));
   auto offered = [&](absl::Time from, absl::Time to) {
     v1::GetMarketStatsRequest r;
     *r.mutable_from() = Ts(from);
