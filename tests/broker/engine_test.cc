@@ -125,6 +125,52 @@ class EngineTest : public ::testing::Test {
     return names;
   }
 
+  // A CreateBuyer call running on a thread of its own.
+  struct PendingCall {
+    absl::StatusOr<v1::CreateAccountResponse> result;
+    std::thread thread;
+    const absl::StatusOr<v1::CreateAccountResponse>& Join() {
+      thread.join();
+      return result;
+    }
+  };
+  std::unique_ptr<PendingCall> Begin(const std::string& name, absl::Notification* decided) {
+    auto call = std::make_unique<PendingCall>();
+    PendingCall* c = call.get();
+    c->thread = std::thread([this, c, name, decided] { c->result = CreateBuyer(name, decided); });
+    return call;
+  }
+  // Holds the store's gate and starts a call whose commit then waits at it.
+  std::unique_ptr<PendingCall> BeginAtGate(const std::string& name) {
+    store_->Hold();
+    const int entered = store_->entered();
+    std::unique_ptr<PendingCall> call = Begin(name, nullptr);
+    EXPECT_TRUE(store_->AwaitEntered(entered + 1)) << name << " never reached the store";
+    return call;
+  }
+  // Starts a call and returns once the engine has decided it (its commit may still be ahead).
+  std::unique_ptr<PendingCall> BeginDecided(const std::string& name) {
+    absl::Notification decided;
+    std::unique_ptr<PendingCall> call = Begin(name, &decided);
+    EXPECT_TRUE(decided.WaitForNotificationWithTimeout(absl::Seconds(30)))
+        << name << " was not decided while an earlier batch was being committed";
+    return call;
+  }
+
+  // The account names in the database file, read with a connection of its own (after Stop).
+  std::vector<std::string> StoredNames() {
+    absl::StatusOr<std::unique_ptr<storage::SqliteStore>> check = storage::SqliteStore::Open(path_);
+    EXPECT_TRUE(check.ok()) << check.status();
+    if (!check.ok()) return {};
+    absl::StatusOr<storage::Contents> contents = (*check)->Load();
+    EXPECT_TRUE(contents.ok()) << contents.status();
+    std::vector<std::string> names;
+    if (contents.ok()) {
+      for (const storage::AccountRow& row : contents->accounts) names.push_back(row.name);
+    }
+    return names;
+  }
+
   storage::TempDir dir_;
   std::string path_;
   KeyRing keys_;
@@ -141,51 +187,27 @@ TEST_F(EngineTest, AnswersOnlyOnceTheBatchIsDurable) {
 }
 
 TEST_F(EngineTest, DecidesTheNextBatchWhileOneIsBeingCommitted) {
-  store_->Hold();
   const int entered = store_->entered();
-  absl::StatusOr<v1::CreateAccountResponse> first;
-  std::thread a([&] { first = CreateBuyer("buyer-a"); });
-  ASSERT_TRUE(store_->AwaitEntered(entered + 1));  // the first batch waits at the gate
-
-  absl::Notification second_decided;
-  absl::StatusOr<v1::CreateAccountResponse> second;
-  std::thread b([&] { second = CreateBuyer("buyer-b", &second_decided); });
-  // Decided while the first batch's commit has not returned.
-  EXPECT_TRUE(second_decided.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  EXPECT_EQ(store_->entered(), entered + 1);
+  std::unique_ptr<PendingCall> first = BeginAtGate("buyer-a");
+  std::unique_ptr<PendingCall> second = BeginDecided("buyer-b");
+  EXPECT_EQ(store_->entered(), entered + 1);  // the first batch's commit has not returned
   store_->Open(/*fail_first=*/false);
-  a.join();
-  b.join();
-  ASSERT_TRUE(first.ok()) << first.status();
-  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(first->Join().ok()) << first->result.status();
+  ASSERT_TRUE(second->Join().ok()) << second->result.status();
   EXPECT_GE(engine_->stats().overlapped, 1);
 }
 
 TEST_F(EngineTest, BatchesDecidedWhileTheWriterIsBusyShareOneCommit) {
-  store_->Hold();
   const int entered = store_->entered();
   const int64_t commits = engine_->stats().commits;
-  absl::StatusOr<v1::CreateAccountResponse> first;
-  std::thread a([&] { first = CreateBuyer("buyer-a"); });
-  ASSERT_TRUE(store_->AwaitEntered(entered + 1));
-
+  std::unique_ptr<PendingCall> first = BeginAtGate("buyer-a");
   // Two more batches, decided one after the other while the first is at the gate.
-  absl::Notification second_decided;
-  absl::StatusOr<v1::CreateAccountResponse> second;
-  std::thread b([&] { second = CreateBuyer("buyer-b", &second_decided); });
-  ASSERT_TRUE(second_decided.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  absl::Notification third_decided;
-  absl::StatusOr<v1::CreateAccountResponse> third;
-  std::thread c([&] { third = CreateBuyer("buyer-c", &third_decided); });
-  ASSERT_TRUE(third_decided.WaitForNotificationWithTimeout(absl::Seconds(30)));
-
+  std::unique_ptr<PendingCall> second = BeginDecided("buyer-b");
+  std::unique_ptr<PendingCall> third = BeginDecided("buyer-c");
   store_->Open(/*fail_first=*/false);
-  a.join();
-  b.join();
-  c.join();
-  ASSERT_TRUE(first.ok()) << first.status();
-  ASSERT_TRUE(second.ok()) << second.status();
-  ASSERT_TRUE(third.ok()) << third.status();
+  ASSERT_TRUE(first->Join().ok()) << first->result.status();
+  ASSERT_TRUE(second->Join().ok()) << second->result.status();
+  ASSERT_TRUE(third->Join().ok()) << third->result.status();
   EXPECT_EQ(engine_->stats().commits - commits, 2);  // the first, then the other two together
   EXPECT_EQ(store_->entered(), entered + 2);
   std::vector<std::string> names = AccountNames();
@@ -195,47 +217,32 @@ TEST_F(EngineTest, BatchesDecidedWhileTheWriterIsBusyShareOneCommit) {
 }
 
 TEST_F(EngineTest, ReadAfterAnUnfinishedCommitWaitsForIt) {
-  store_->Hold();
-  const int entered = store_->entered();
   const int durable = store_->durable();
-  absl::StatusOr<v1::CreateAccountResponse> first;
-  std::thread a([&] { first = CreateBuyer("buyer-a"); });
-  ASSERT_TRUE(store_->AwaitEntered(entered + 1));
-
+  std::unique_ptr<PendingCall> first = BeginAtGate("buyer-a");
   // A read decided after the write sees it, so it may be answered only once the write is
   // durable, although it writes nothing itself.
   int durable_when_answered = -1;
-  bool saw_write = false;
-  std::thread b([&] {
-    std::vector<std::string> names = AccountNames();
+  std::vector<std::string> names;
+  std::thread read([&] {
+    names = AccountNames();
     durable_when_answered = store_->durable();
-    for (const std::string& n : names) saw_write = saw_write || n == "buyer-a";
   });
   store_->Open(/*fail_first=*/false);
-  a.join();
-  b.join();
-  ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_TRUE(saw_write);
+  read.join();
+  ASSERT_TRUE(first->Join().ok()) << first->result.status();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "buyer-a"), 1);
   EXPECT_GT(durable_when_answered, durable);
 }
 
 TEST_F(EngineTest, FailedCommitFailsTheBatchesDecidedOnItAndRebuilds) {
-  store_->Hold();
-  const int entered = store_->entered();
-  absl::StatusOr<v1::CreateAccountResponse> first;
-  std::thread a([&] { first = CreateBuyer("buyer-a"); });
-  ASSERT_TRUE(store_->AwaitEntered(entered + 1));
-  absl::Notification second_decided;
-  absl::StatusOr<v1::CreateAccountResponse> second;
-  std::thread b([&] { second = CreateBuyer("buyer-b", &second_decided); });
-  ASSERT_TRUE(second_decided.WaitForNotificationWithTimeout(absl::Seconds(30)));
-
+  std::unique_ptr<PendingCall> first = BeginAtGate("buyer-a");
+  std::unique_ptr<PendingCall> second = BeginDecided("buyer-b");
   store_->Open(/*fail_first=*/true);  // the first batch's commit fails
-  a.join();
-  b.join();
-  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable) << first.status();
+  EXPECT_EQ(first->Join().status().code(), absl::StatusCode::kUnavailable)
+      << first->result.status();
   // The second was decided on a market holding buyer-a: it must not be stored either.
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable) << second.status();
+  EXPECT_EQ(second->Join().status().code(), absl::StatusCode::kUnavailable)
+      << second->result.status();
 
   // Once rebuilt, the market holds neither, and both names can be taken again.
   absl::StatusOr<v1::CreateAccountResponse> again;
@@ -252,46 +259,22 @@ TEST_F(EngineTest, FailedCommitFailsTheBatchesDecidedOnItAndRebuilds) {
 
   // And the store agrees: what was refused is not there.
   engine_->Stop();
-  absl::StatusOr<std::unique_ptr<storage::SqliteStore>> check = storage::SqliteStore::Open(path_);
-  ASSERT_TRUE(check.ok()) << check.status();
-  absl::StatusOr<storage::Contents> contents = (*check)->Load();
-  ASSERT_TRUE(contents.ok()) << contents.status();
-  int a_rows = 0;
-  int b_rows = 0;
-  for (const storage::AccountRow& row : contents->accounts) {
-    a_rows += row.name == "buyer-a" ? 1 : 0;
-    b_rows += row.name == "buyer-b" ? 1 : 0;
-  }
-  EXPECT_EQ(a_rows, 0);
-  EXPECT_EQ(b_rows, 1);
+  names = StoredNames();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "buyer-a"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "buyer-b"), 1);
 }
 
 TEST_F(EngineTest, StopCommitsWhatIsQueued) {
-  store_->Hold();
-  const int entered = store_->entered();
-  absl::StatusOr<v1::CreateAccountResponse> first;
-  std::thread a([&] { first = CreateBuyer("buyer-a"); });
-  ASSERT_TRUE(store_->AwaitEntered(entered + 1));
-  absl::Notification second_decided;
-  absl::StatusOr<v1::CreateAccountResponse> second;
-  std::thread b([&] { second = CreateBuyer("buyer-b", &second_decided); });
-  ASSERT_TRUE(second_decided.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  std::unique_ptr<PendingCall> first = BeginAtGate("buyer-a");
+  std::unique_ptr<PendingCall> second = BeginDecided("buyer-b");
   std::thread stopper([&] { engine_->Stop(); });
   store_->Open(/*fail_first=*/false);
   stopper.join();
-  a.join();
-  b.join();
-  EXPECT_TRUE(first.ok()) << first.status();
-  EXPECT_TRUE(second.ok()) << second.status();
-  absl::StatusOr<std::unique_ptr<storage::SqliteStore>> check = storage::SqliteStore::Open(path_);
-  ASSERT_TRUE(check.ok()) << check.status();
-  absl::StatusOr<storage::Contents> contents = (*check)->Load();
-  ASSERT_TRUE(contents.ok()) << contents.status();
-  int stored = 0;
-  for (const storage::AccountRow& row : contents->accounts) {
-    stored += row.name == "buyer-a" || row.name == "buyer-b" ? 1 : 0;
-  }
-  EXPECT_EQ(stored, 2);
+  EXPECT_TRUE(first->Join().ok()) << first->result.status();
+  EXPECT_TRUE(second->Join().ok()) << second->result.status();
+  std::vector<std::string> names = StoredNames();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "buyer-a"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "buyer-b"), 1);
 }
 
 }  // namespace
