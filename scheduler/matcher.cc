@@ -106,6 +106,10 @@ struct Brief {
   int64_t busy_started = std::numeric_limits<int64_t>::min();
   int64_t busy_all = std::numeric_limits<int64_t>::min();
   int64_t future_start = 0, future_end = 0;
+  int64_t first_future = kNever;  // the earliest start of its future sales
+  // The longest time wholly free between the first future sale's start and the last sale's end
+  // (0 when none, kNever when not worked out): a longer interval inside that span does not fit.
+  int64_t future_gap = 0;
   int32_t nfuture = 0;
   int32_t nsegs = 0;  // all the node's sales
 };
@@ -117,19 +121,25 @@ struct SegCopy {
 };
 
 // The nodes of one domain covered by one offer with one model and size: one price, one window.
-struct Pool {
-  uint32_t offer, domain, center;
-  ModelId model;
-  int16_t cap;
+// The first cache line holds what scans over many pools read (matching, bounds, hints), so that
+// passing over a pool that cannot serve costs one line.
+struct alignas(64) Pool {
   Micros price;
   int64_t from, until, min_lease;
+  // Copies of the domain's and center's attributes, so that matching a pool reads only the pool.
+  uint64_t tag_mask;
+  uint32_t region_id;
+  int32_t whole_now = 0;      // nodes wholly free now: count[cap]
+  int32_t sellable = 0;       // sellable nodes: clean.size() + future.size()
+  uint16_t domain_pools = 0;  // live pools of its domain (this one included)
+  int16_t cap;
+  ModelId model;
   bool whole_only;
   bool dead = false;
-  // Copies of the domain's and center's attributes, so that matching a pool reads only the pool.
   Fabric fabric;
   CenterType center_type;
-  uint32_t region_id;
-  uint64_t tag_mask;
+  // The rest is read only for pools that might serve.
+  uint32_t offer, domain, center;
   std::vector<NodeIndex> nodes;  // ascending node index; local index = position
   uint32_t words;
   std::vector<uint64_t> bits;  // cap + 1 rows of `words` words: row f = nodes with f free now
@@ -149,6 +159,22 @@ struct Pool {
   uint64_t* Row(int r) { return bits.data() + static_cast<size_t>(r) * words; }
   const uint64_t* Row(int r) const { return bits.data() + static_cast<size_t>(r) * words; }
 };
+
+// The position of the n-th set bit (n >= 1) of a row of `words` words, or UINT32_MAX when it has
+// fewer than n.
+inline uint32_t NthBit(const uint64_t* row, uint32_t words, int64_t n) {
+  for (uint32_t w = 0; w < words; ++w) {
+    const int ones = __builtin_popcountll(row[w]);
+    if (n > ones) {
+      n -= ones;
+      continue;
+    }
+    uint64_t bits = row[w];
+    for (int64_t k = 1; k < n; ++k) bits &= bits - 1;
+    return w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+  }
+  return std::numeric_limits<uint32_t>::max();
+}
 
 // Calls fn(local) for every set bit of a row, in ascending order, while fn returns true.
 template <typename Fn>
@@ -333,6 +359,13 @@ struct Matcher::State {
     return busy;
   }
 
+  // Tells each live pool of the domain how many live pools the domain has.
+  void CountDomainPools(uint32_t d) {
+    for (PoolIndex pi : domains[d].pools) {
+      pools[pi].domain_pools = static_cast<uint16_t>(domains[d].pools.size());
+    }
+  }
+
   // Moves a node's entry in a sorted (key, local) list from key `from` to key `to` (kNever: none).
   static void Relist(std::vector<std::pair<int64_t, uint32_t>>& list, uint32_t local, int64_t from,
                      int64_t to) {
@@ -373,12 +406,32 @@ struct Matcher::State {
         brief.busy_started = std::max(brief.busy_started, sg.end);
       } else {
         ++brief.nfuture;
+        brief.first_future = std::min(brief.first_future, sg.start);
         brief.future_start = sg.start;
         brief.future_end = sg.end;
       }
       ++brief.nsegs;
     }
+    if (brief.nfuture > 1) brief.future_gap = FutureGap(n, now, brief.nfuture);
     return brief;
+  }
+
+  // The longest gap between the node's future sales (see Brief::future_gap).
+  static int64_t FutureGap(const NodeRec& n, int64_t now, int32_t nfuture) {
+    constexpr int kMax = 16;
+    if (nfuture > kMax) return kNever;
+    std::pair<int64_t, int64_t> f[kMax];
+    int k = 0;
+    for (const Seg& sg : n.segs) {
+      if (sg.start > now) f[k++] = {sg.start, sg.end};
+    }
+    std::sort(f, f + k);
+    int64_t gap = 0, run = f[0].second;
+    for (int i = 1; i < k; ++i) {
+      gap = std::max(gap, f[i].first - run);
+      run = std::max(run, f[i].second);
+    }
+    return gap;
   }
 
   // Brings the node's place in every pool's index up to date.
@@ -415,11 +468,14 @@ struct Matcher::State {
         if (m.row >= 0) {
           p.Row(m.row)[w] &= ~bit;
           --p.count[m.row];
+          --p.sellable;
         }
         if (want >= 0) {
           p.Row(want)[w] |= bit;
           ++p.count[want];
+          ++p.sellable;
         }
+        p.whole_now = p.count[p.cap];
         m.row = want;
       }
       Move(p.future, m.local, m.listed_ffs, want_ffs);
@@ -820,7 +876,14 @@ struct Matcher::State {
         if (busy > c.s) break;
         mark(local);
       }
-      ForEachWholeFreeDirty(p, c.s, c.e, mark);
+      for (const auto& [busy, local] : p.future_by_end) {
+        if (busy > c.s) break;
+        mark(local);
+      }
+      // Only nodes below the budget-th one marked so far can still be among the lowest: the
+      // others need not be asked.
+      ForEachWholeFreeDirty(p, c.s, c.e, mark, NthBit(exact_mask.data(), p.words, budget),
+                            /*skip_ended=*/true);
       ForEachBit(exact_mask.data(), p.words, [&](uint32_t local) {
         emit(local, p.cap);
         return got < budget;
@@ -847,7 +910,10 @@ struct Matcher::State {
         if (p.count[r] == 0) continue;
         ForEachBit(p.Row(r), p.words, [&](uint32_t local) {
           if ((exact_mask[local >> 6] >> (local & 63)) & 1) return true;
-          const int f = p.brief[local].busy_all <= c.s ? p.cap : PoolFreeOver(p, local, c.s, c.e);
+          const Brief& b = p.brief[local];
+          const int f = b.busy_started <= c.s && b.first_future >= c.e
+                            ? p.cap
+                            : PoolFreeOver(p, local, c.s, c.e);
           if (f >= c.x) {
             emit(local, f);
             best_f = std::min(best_f, f);
@@ -894,7 +960,7 @@ struct Matcher::State {
   // make up the rest.
   static bool CouldHold(const Pool& p, const Compiled& c, int64_t want) {
     if (!c.fixed) return true;
-    const auto nodes = static_cast<int64_t>(p.clean.size() + p.future.size());
+    const auto nodes = int64_t{p.sellable};
     if (nodes < want) return false;
     if (c.start_now || c.x != p.cap) return true;
     const int64_t rest = want - static_cast<int64_t>(p.future.size());
@@ -906,7 +972,7 @@ struct Matcher::State {
     const Pool& p = pools[pi];
     int64_t got = 0;
     if (!c.start_now) {
-      if (c.x < p.cap) return int64_t{SellableCount(p)} * (c.fixed ? 1 : p.cap);
+      if (c.x < p.cap) return int64_t{p.sellable} * (c.fixed ? 1 : p.cap);
       // Whole nodes: the clean ones wholly free by the start, and of the others those whose sales
       // all end by the start, whose future sale starts after the interval, or that have several
       // future sales.
@@ -916,6 +982,7 @@ struct Matcher::State {
                             static_cast<int64_t>(p.multi_future.size());
       return (CleanFreeBy(p, c.s) + dirty) * (c.fixed ? 1 : p.cap);
     }
+    if (c.x == p.cap) return int64_t{p.whole_now} * (c.fixed ? 1 : p.cap);
     for (int f = c.x; f <= p.cap; ++f) got += c.fixed ? p.count[f] : int64_t{p.count[f]} * f;
     return got;
   }
@@ -1057,7 +1124,7 @@ struct Matcher::State {
       const uint32_t g = GroupOf(p, c.locality);
       if (group_seen_mark[g] == seen_epoch) return true;
       group_seen_mark[g] = seen_epoch;
-      if (c.locality == Locality::kDomain && domains[g].pools.size() == 1) {
+      if (c.locality == Locality::kDomain && p.domain_pools == 1) {
         if (!CouldHold(p, c, c.need)) return true;
         group_pools.assign(1, pi);  // the cursor has matched it already
       } else {
@@ -1097,9 +1164,9 @@ struct Matcher::State {
         group_sum[g] = {0, 0};
       }
       // A domain with one pool whose bound can change neither answer needs no exact count.
-      const bool alone = c.locality == Locality::kDomain && domains[g].pools.size() == 1;
+      const bool alone = c.locality == Locality::kDomain && p.domain_pools == 1;
       const int64_t matters = under ? std::min(*largest + 1, int64_t{c.need}) : c.need;
-      if (alone && !CouldHold(p, c, matters)) return true;
+      if (alone && (!CouldHold(p, c, matters) || UpperBound(pi, c) < matters)) return true;
       const int64_t capa = Capacity(pi, c);
       group_sum[g].first += capa;
       if (under) {
@@ -1151,19 +1218,26 @@ struct Matcher::State {
   // (s > now), reading the lists: nodes whose every sale ends by s; nodes with one future sale
   // that starts after the interval and started sales that end by s; nodes with several future
   // sales, asked one by one.
+  // Only nodes with a local index below `below` are visited, except that with skip_ended false
+  // the first kind always is; with skip_ended true the first kind is left out.
   template <typename Fn>
-  void ForEachWholeFreeDirty(const Pool& p, int64_t s, int64_t e, Fn fn) const {
-    for (const auto& [busy, local] : p.future_by_end) {
-      if (busy > s) break;
-      fn(local);
+  void ForEachWholeFreeDirty(const Pool& p, int64_t s, int64_t e, Fn fn,
+                             uint32_t below = std::numeric_limits<uint32_t>::max(),
+                             bool skip_ended = false) const {
+    if (!skip_ended) {
+      for (const auto& [busy, local] : p.future_by_end) {
+        if (busy > s) break;
+        fn(local);
+      }
     }
     for (auto it = std::lower_bound(p.future.begin(), p.future.end(), std::make_pair(e, 0u));
          it != p.future.end(); ++it) {
+      if (it->second >= below) continue;
       const Brief& b = p.brief[it->second];
       if (b.busy_all > s && b.nfuture == 1 && b.busy_started <= s) fn(it->second);
     }
     for (uint32_t local : p.multi_future) {
-      if (p.brief[local].busy_all > s && WholeFree(p, local, s, e)) fn(local);
+      if (local < below && p.brief[local].busy_all > s && WholeFree(p, local, s, e)) fn(local);
     }
   }
 
@@ -1172,6 +1246,13 @@ struct Matcher::State {
     const Brief& b = p.brief[local];
     if (b.nfuture == 0) return b.busy_all <= s;
     if (b.nfuture == 1) return b.busy_started <= s && (e <= b.future_start || b.future_end <= s);
+    // Several future sales: a started sale still running at s, or none starting before e, answer
+    // without the calendar.
+    if (b.busy_started > s) return false;
+    if (e <= b.first_future || b.busy_all <= s) return true;
+    // From here the interval starts before the last sale ends and ends after the first future
+    // sale starts: it can only lie in a gap between future sales.
+    if (s < b.first_future || e - s > b.future_gap) return false;
     return PoolFreeOver(p, local, s, e) == p.cap;
   }
 
@@ -1333,7 +1414,7 @@ struct Matcher::State {
     // several future sales. Too few, and the group cannot do better than `best`.
     int64_t could = 0, sellable = 0;
     for (PoolIndex pi : plist) {
-      sellable += static_cast<int64_t>(pools[pi].clean.size() + pools[pi].future.size());
+      sellable += pools[pi].sellable;
     }
     if (sellable < c.need) return false;
     if (plist.size() == 1) {
@@ -1495,7 +1576,7 @@ struct Matcher::State {
   bool AnyStaticMatch(const Compiled& c) const {
     for (PoolIndex pi : all_pools) {
       const Pool& p = pools[pi];
-      if (p.until > now && StaticMatch(p, c, false, false) && SellableCount(p) > 0) return true;
+      if (p.until > now && StaticMatch(p, c, false, false) && p.sellable > 0) return true;
     }
     return false;
   }
@@ -1856,6 +1937,7 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     s.domains[p.domain].pools.push_back(pi);
     o.pools.push_back(pi);
     s.pools.push_back(std::move(p));
+    s.CountDomainPools(s.pools[pi].domain);
     for (uint32_t local = 0; local < s.pools[pi].nodes.size(); ++local) {
       s.Reindex(s.pools[pi].nodes[local]);
     }
@@ -1899,6 +1981,9 @@ absl::Status Matcher::WithdrawOffer(absl::string_view offer_id, absl::Time now_t
     }
     std::fill(p.bits.begin(), p.bits.end(), 0);
     std::fill(p.count.begin(), p.count.end(), 0);
+    p.whole_now = 0;
+    p.sellable = 0;
+    s.CountDomainPools(p.domain);
     p.future.clear();
     p.clean.clear();
     p.future_by_end.clear();
@@ -2327,6 +2412,7 @@ AuditReport Matcher::Audit() const {
       const Brief& kept = p.brief[m.local];
       if (kept.busy_all != brief.busy_all || kept.busy_started != brief.busy_started ||
           kept.nfuture != brief.nfuture || kept.nsegs != brief.nsegs ||
+          kept.first_future != brief.first_future || kept.future_gap != brief.future_gap ||
           (brief.nfuture == 1 &&
            (kept.future_start != brief.future_start || kept.future_end != brief.future_end))) {
         problem(absl::StrCat("node ", n.id, ": brief is stale"));
@@ -2379,6 +2465,12 @@ AuditReport Matcher::Audit() const {
     }
     if (static_cast<int32_t>(p.future.size() + p.clean.size()) != s.SellableCount(p)) {
       problem("pool lists do not hold every sellable node once");
+    }
+    if (p.sellable != s.SellableCount(p) || p.whole_now != p.count[p.cap]) {
+      problem("pool's cached counts disagree with its rows");
+    }
+    if (!p.dead && p.domain_pools != s.domains[p.domain].pools.size()) {
+      problem("pool's count of its domain's pools is stale");
     }
   }
   for (const auto& [id, rec] : s.live) {
