@@ -1260,14 +1260,16 @@ struct Matcher::State {
   void PoolWholeWindows(const Pool& p, uint32_t local, int64_t from, int64_t d, int64_t until,
                         int64_t bound, std::vector<std::pair<int64_t, int64_t>>* out) const {
     const Brief& b = p.brief[local];
-    if (b.nfuture > 1) {
+    if (b.nfuture > 1 && b.future_gap >= d) {
+      // A gap between its future sales might hold the duration: the calendar says where.
       WholeWindows(nodes[p.nodes[local]], from, d, until, bound, out);
       return;
     }
+    // Otherwise its windows are before its first future sale and after its last sale.
     const int64_t last = std::min(until - d, bound - 1);
-    if (b.nfuture == 1) {
+    if (b.nfuture > 0) {
       const int64_t a = std::max(from, b.busy_started);
-      const int64_t z = std::min(last, b.future_start - d);
+      const int64_t z = std::min(last, b.first_future - d);
       if (a <= z) out->emplace_back(a, z);
     }
     const int64_t a = std::max(from, b.busy_all);
