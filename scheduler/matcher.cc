@@ -75,7 +75,6 @@ struct DomainRec {
 };
 
 struct NodeRec {
-  std::string id;
   uint32_t domain;
   ModelId model;
   int16_t cap;
@@ -87,6 +86,7 @@ struct NodeRec {
   absl::InlinedVector<Seg, 2> segs;
   absl::InlinedVector<Member, 1> members;
   absl::InlinedVector<uint32_t, 1> offers;
+  std::string id;
 };
 
 struct OfferRec {
@@ -112,12 +112,6 @@ struct Brief {
   int64_t future_gap = 0;
   int32_t nfuture = 0;
   int32_t nsegs = 0;  // all the node's sales
-};
-
-// A copy of a node's sales kept beside the pool, when it has at most kSegs of them.
-struct SegCopy {
-  static constexpr int kSegs = 8;
-  Seg segs[kSegs];
 };
 
 // The nodes of one domain covered by one offer with one model and size: one price, one window.
@@ -148,8 +142,7 @@ struct alignas(64) Pool {
   std::vector<std::pair<int64_t, uint32_t>> future;
   // Every other sellable node, by (the end of its last sale, local index): wholly free from then.
   std::vector<std::pair<int64_t, uint32_t>> clean;
-  std::vector<Brief> brief;     // per local index
-  std::vector<SegCopy> copies;  // per local index, valid when brief.nsegs <= SegCopy::kSegs
+  std::vector<Brief> brief;  // per local index
   // The nodes of `future` again, by (the end of their last sale, local index), and how many of
   // them have more than one sale in the future.
   std::vector<std::pair<int64_t, uint32_t>> future_by_end;
@@ -198,6 +191,8 @@ struct LiveRec {
 
 // A pending move of one node's entry in one of a pool's sorted lists.
 struct ListMove {
+  ListMove(std::vector<std::pair<int64_t, uint32_t>>* l, uint32_t n, int64_t f, int64_t t)
+      : list(l), local(n), from(f), to(t) {}
   std::vector<std::pair<int64_t, uint32_t>>* list;
   uint32_t local;
   int64_t from, to;
@@ -444,10 +439,8 @@ struct Matcher::State {
     const int64_t want_end = want_ffs == kNever ? kNever : brief.busy_all;
     const int64_t want_whole = want == n.cap ? want_ffs : kNever;
     const bool want_multi = want_ffs != kNever && brief.nfuture > 1;
-    const bool copy = n.segs.size() <= static_cast<size_t>(SegCopy::kSegs);
     for (Member& m : n.members) {
       pools[m.pool].brief[m.local] = brief;
-      if (copy) std::copy(n.segs.begin(), n.segs.end(), pools[m.pool].copies[m.local].segs);
       Move(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
       m.listed_end = want_end;
       Move(pools[m.pool].future_whole, m.local, m.listed_whole, want_whole);
@@ -487,18 +480,22 @@ struct Matcher::State {
 
   // List moves are applied at once while batching (an allocation's nodes change together; each
   // node at most once), so that a pool's list is rebuilt once instead of shifted per node.
+  // Batches of at most kShiftMoves nodes are not held back: their moves would be applied one by
+  // one anyway.
+  static constexpr size_t kShiftMoves = 4;
   void Move(std::vector<std::pair<int64_t, uint32_t>>& list, uint32_t local, int64_t from,
             int64_t to) {
     if (from == to) return;
     if (batching) {
-      pending.push_back({&list, local, from, to});
+      pending.emplace_back(&list, local, from, to);
     } else {
       Relist(list, local, from, to);
     }
   }
-  void BeginBatch() { batching = true; }
+  void BeginBatch(size_t nodes) { batching = nodes > kShiftMoves; }
   void EndBatch() {
     batching = false;
+    if (pending.empty()) return;
     std::sort(pending.begin(), pending.end(), [](const ListMove& a, const ListMove& b) {
       return std::less<const void*>()(a.list, b.list);
     });
@@ -506,7 +503,7 @@ struct Matcher::State {
       size_t j = i;
       while (j < pending.size() && pending[j].list == pending[i].list) ++j;
       std::vector<std::pair<int64_t, uint32_t>>& list = *pending[i].list;
-      if (j - i <= 4) {
+      if (j - i <= kShiftMoves) {
         for (size_t k = i; k < j; ++k)
           Relist(list, pending[k].local, pending[k].from, pending[k].to);
       } else {
@@ -582,7 +579,7 @@ struct Matcher::State {
 
   void Activate(LiveRec& rec) {
     rec.activated = true;
-    BeginBatch();
+    BeginBatch(rec.a.slices.size());
     for (const Slice& sl : rec.a.slices) {
       NodeRec& n = nodes[sl.node];
       n.free_now = static_cast<int16_t>(n.free_now - sl.gpus);
@@ -597,7 +594,7 @@ struct Matcher::State {
   // Removes an allocation's sold intervals and forgets it.
   void Finish(absl::flat_hash_map<AllocationId, LiveRec>::iterator it, EndReason why, int64_t at) {
     LiveRec& rec = it->second;
-    BeginBatch();
+    BeginBatch(rec.a.slices.size());
     for (const Slice& sl : rec.a.slices) {
       NodeRec& n = nodes[sl.node];
       for (size_t i = 0; i < n.segs.size(); ++i) {
@@ -1206,12 +1203,10 @@ struct Matcher::State {
     return static_cast<int32_t>(best);
   }
 
-  // GPUs free on the pool's node over [s, e) (s >= now), from its brief when that says enough.
+  // GPUs free on the pool's node over [s, e), from its calendar (on the node record: keeping a
+  // copy beside the pool cost more to write on every sale than it saved on reads).
   int PoolFreeOver(const Pool& p, uint32_t local, int64_t s, int64_t e) const {
-    const Brief& b = p.brief[local];
-    if (b.nsegs > SegCopy::kSegs) return FreeOver(nodes[p.nodes[local]], s, e);
-    const Seg* segs = p.copies[local].segs;
-    return p.cap - MaxUsed(segs, segs + b.nsegs, s, e);
+    return FreeOver(nodes[p.nodes[local]], s, e);
   }
 
   // Calls fn(local) for each node of the pool with a future sale that is wholly free over [s, e)
@@ -1659,7 +1654,7 @@ struct Matcher::State {
     if (s <= now) {
       Activate(stored);  // also reindexes
     } else {
-      BeginBatch();
+      BeginBatch(stored.a.slices.size());
       for (const Slice& sl : stored.a.slices) Reindex(sl.node);
       EndBatch();
       timeline.push({s, EvKind::kActivate, stored.a.id});
@@ -1930,7 +1925,6 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     p.bits.assign(static_cast<size_t>(p.cap + 1) * p.words, 0);
     p.count.assign(static_cast<size_t>(p.cap + 1), 0);
     p.brief.assign(p.nodes.size(), Brief{});
-    p.copies.resize(p.nodes.size());
     const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
     for (uint32_t local = 0; local < p.nodes.size(); ++local) {
       s.nodes[p.nodes[local]].members.push_back(
