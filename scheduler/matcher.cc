@@ -99,19 +99,28 @@ struct OfferRec {
   std::vector<PoolIndex> pools;
 };
 
-// What whole-node questions need of a node's calendar, kept beside the pool's index so that
-// they are answered without reading the node: the latest end of its started sales, of all its
-// sales, and (when it has exactly one sale that starts in the future) that sale's interval.
-struct Brief {
-  int64_t busy_started = std::numeric_limits<int64_t>::min();
-  int64_t busy_all = std::numeric_limits<int64_t>::min();
-  int64_t future_start = 0, future_end = 0;
+// What most questions about a node's calendar need, kept beside the pool's index (one cache line
+// per node) so that they are answered without reading the node. "Started" sales are those that
+// began by the time of the node's last change; the others are its future sales.
+struct alignas(64) Brief {
+  int64_t busy_started = std::numeric_limits<int64_t>::min();  // latest end of started sales
+  int64_t started_min_end = kNever;                            // earliest end of started sales
+  int64_t busy_all = std::numeric_limits<int64_t>::min();      // latest end of all its sales
   int64_t first_future = kNever;  // the earliest start of its future sales
+  int64_t future_end = 0;         // with exactly one future sale: its end
   // The longest time wholly free between the first future sale's start and the last sale's end
   // (0 when none, kNever when not worked out): a longer interval inside that span does not fit.
   int64_t future_gap = 0;
   int32_t nfuture = 0;
-  int32_t nsegs = 0;  // all the node's sales
+  int32_t nsegs = 0;        // all the node's sales
+  int32_t future_gpus = 0;  // with exactly one future sale: its GPUs
+
+  bool operator==(const Brief& o) const {
+    return std::tie(busy_started, started_min_end, busy_all, first_future, future_end, future_gap,
+                    nfuture, nsegs, future_gpus) ==
+           std::tie(o.busy_started, o.started_min_end, o.busy_all, o.first_future, o.future_end,
+                    o.future_gap, o.nfuture, o.nsegs, o.future_gpus);
+  }
 };
 
 // The nodes of one domain covered by one offer with one model and size: one price, one window.
@@ -399,11 +408,12 @@ struct Matcher::State {
       brief.busy_all = std::max(brief.busy_all, sg.end);
       if (sg.start <= now) {
         brief.busy_started = std::max(brief.busy_started, sg.end);
+        brief.started_min_end = std::min(brief.started_min_end, sg.end);
       } else {
         ++brief.nfuture;
         brief.first_future = std::min(brief.first_future, sg.start);
-        brief.future_start = sg.start;
         brief.future_end = sg.end;
+        brief.future_gpus = sg.gpus;
       }
       ++brief.nsegs;
     }
@@ -806,7 +816,9 @@ struct Matcher::State {
         if (ffs >= c.e) break;
         // Free over the interval is at most free now: too few now, too few over it. A sale that
         // starts inside the interval leaves no whole node.
-        if (c.x < p.cap && RowOf(p, local, c.x) >= c.x) fn(local, PoolFreeOver(p, local, c.s, c.e));
+        if (c.x >= p.cap) continue;
+        const int row = RowOf(p, local, c.x);
+        if (row >= c.x) fn(local, PoolFreeOver(p, local, c.s, c.e, row));
       }
       return;
     }
@@ -907,10 +919,7 @@ struct Matcher::State {
         if (p.count[r] == 0) continue;
         ForEachBit(p.Row(r), p.words, [&](uint32_t local) {
           if ((exact_mask[local >> 6] >> (local & 63)) & 1) return true;
-          const Brief& b = p.brief[local];
-          const int f = b.busy_started <= c.s && b.first_future >= c.e
-                            ? p.cap
-                            : PoolFreeOver(p, local, c.s, c.e);
+          const int f = PoolFreeOver(p, local, c.s, c.e, r);
           if (f >= c.x) {
             emit(local, f);
             best_f = std::min(best_f, f);
@@ -1203,9 +1212,19 @@ struct Matcher::State {
     return static_cast<int32_t>(best);
   }
 
-  // GPUs free on the pool's node over [s, e), from its calendar (on the node record: keeping a
-  // copy beside the pool cost more to write on every sale than it saved on reads).
-  int PoolFreeOver(const Pool& p, uint32_t local, int64_t s, int64_t e) const {
+  // GPUs free on the pool's node over [s, e) (s >= now), from its brief when that says enough,
+  // else from its calendar (on the node record). `row`, when known (>= 0), is its free count now.
+  int PoolFreeOver(const Pool& p, uint32_t local, int64_t s, int64_t e, int row = -1) const {
+    const Brief& b = p.brief[local];
+    if (b.busy_all <= s) return p.cap;
+    if (b.busy_started <= s) {
+      // Only future sales can overlap the interval.
+      if (e <= b.first_future) return p.cap;
+      if (b.nfuture == 1) return b.future_end > s ? p.cap - b.future_gpus : p.cap;
+    } else if (row >= 0 && e <= b.first_future && b.started_min_end > s) {
+      // Every started sale still runs at s and none starts before e: as busy as now.
+      return row;
+    }
     return FreeOver(nodes[p.nodes[local]], s, e);
   }
 
@@ -1240,7 +1259,7 @@ struct Matcher::State {
   bool WholeFree(const Pool& p, uint32_t local, int64_t s, int64_t e) const {
     const Brief& b = p.brief[local];
     if (b.nfuture == 0) return b.busy_all <= s;
-    if (b.nfuture == 1) return b.busy_started <= s && (e <= b.future_start || b.future_end <= s);
+    if (b.nfuture == 1) return b.busy_started <= s && (e <= b.first_future || b.future_end <= s);
     // Several future sales: a started sale still running at s, or none starting before e, answer
     // without the calendar.
     if (b.busy_started > s) return false;
@@ -2406,11 +2425,7 @@ AuditReport Matcher::Audit() const {
     for (const Member& m : n.members) {
       const Pool& p = s.pools[m.pool];
       const Brief& kept = p.brief[m.local];
-      if (kept.busy_all != brief.busy_all || kept.busy_started != brief.busy_started ||
-          kept.nfuture != brief.nfuture || kept.nsegs != brief.nsegs ||
-          kept.first_future != brief.first_future || kept.future_gap != brief.future_gap ||
-          (brief.nfuture == 1 &&
-           (kept.future_start != brief.future_start || kept.future_end != brief.future_end))) {
+      if (!(kept == brief)) {
         problem(absl::StrCat("node ", n.id, ": brief is stale"));
       }
       if (m.row != want) problem(absl::StrCat("node ", n.id, ": indexed in the wrong row"));
