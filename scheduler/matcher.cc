@@ -191,7 +191,7 @@ bool ForEachBit(const uint64_t* row, uint32_t words, Fn fn) {
 
 struct LiveRec {
   Allocation a;
-  std::vector<PoolIndex> slice_pool;
+  absl::InlinedVector<PoolIndex, 4> slice_pool;
   int64_t start, end, hold_until;
   int64_t rate;  // sum of gpus x price
   bool activated;
@@ -270,7 +270,7 @@ struct Pick {
   int64_t rate = 0;  // sum of gpus x price
   int64_t dsum = 0, bsum = 0, lsum = 0;
   uint64_t rsum = 0;
-  std::vector<Take> takes;  // sorted by node
+  absl::InlinedVector<Take, 4> takes;  // sorted by node
 };
 
 bool PickLess(const Pick& a, const Pick& b) {
@@ -1380,6 +1380,11 @@ struct Matcher::State {
     auto consider = [&](PoolIndex pi) {
       const Pool& p = pools[pi];
       if (!StaticMatch(p, c, true, false) || p.until <= c.s) return;
+      // A domain whose only pool has too few nodes never holds the request.
+      if (c.locality == Locality::kDomain && p.domain_pools == 1 &&
+          int64_t{p.sellable} * (c.fixed ? 1 : p.cap) < c.need) {
+        return;
+      }
       const uint32_t g = grouped ? GroupOf(p, c.locality) : 0;
       if (group_lists[g].empty()) touched.push_back(g);
       group_lists[g].push_back(pi);
@@ -1590,9 +1595,16 @@ struct Matcher::State {
   }
 
   bool AnyStaticMatch(const Compiled& c) const {
-    for (PoolIndex pi : all_pools) {
-      const Pool& p = pools[pi];
-      if (p.until > now && StaticMatch(p, c, false, false) && p.sellable > 0) return true;
+    auto any = [&](const std::vector<PoolIndex>& list) {
+      for (PoolIndex pi : list) {
+        const Pool& p = pools[pi];
+        if (p.until > now && StaticMatch(p, c, false, false) && p.sellable > 0) return true;
+      }
+      return false;
+    };
+    if (c.model_mask == 0) return any(all_pools);
+    for (ModelId m : c.models) {
+      if (m < model_pools.size() && any(model_pools[m])) return true;
     }
     return false;
   }
