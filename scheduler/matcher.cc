@@ -909,6 +909,7 @@ struct Matcher::State {
       for (const auto& [ffs, local] : p.future) {
         if (ffs >= c.e) break;
         exact_mask[local >> 6] |= uint64_t{1} << (local & 63);
+        if (TooBusy(p, local, c)) continue;
         const int f = PoolFreeOver(p, local, c.s, c.e);
         if (f >= c.x) {
           emit(local, f);
@@ -1210,6 +1211,18 @@ struct Matcher::State {
       return true;
     });
     return static_cast<int32_t>(best);
+  }
+
+  // True when the brief shows the pool's node has fewer than c.x GPUs free at some instant of
+  // the request's interval (which starts after now): its single future sale overlaps the interval
+  // and leaves too few, or every started sale still runs at the start and leaves too few now.
+  bool TooBusy(const Pool& p, uint32_t local, const Compiled& c) const {
+    const Brief& b = p.brief[local];
+    if (b.nfuture == 1 && b.first_future < c.e && b.future_end > c.s &&
+        p.cap - b.future_gpus < c.x) {
+      return true;
+    }
+    return b.started_min_end > c.s && b.started_min_end != kNever && RowOf(p, local, c.x) < c.x;
   }
 
   // GPUs free on the pool's node over [s, e) (s >= now), from its brief when that says enough,
