@@ -928,6 +928,23 @@ struct Matcher::State {
           return true;
         });
       }
+    } else if (c.start_now) {
+      if (exact) {
+        MarkExact(p, c);
+        // The exact nodes answer from their calendars; only those whose row holds a slice can
+        // (free over the interval is at most free now), found a word at a time.
+        if (c.x < p.cap) {
+          for (uint32_t w = 0; w < p.words; ++w) {
+            uint64_t rows = 0;
+            for (int f = c.x; f <= p.cap; ++f) rows |= p.Row(f)[w];
+            for (uint64_t bits = exact_mask[w] & rows; bits != 0; bits &= bits - 1) {
+              const uint32_t local = w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+              const int f = PoolFreeOver(p, local, c.s, c.e, RowOf(p, local, c.x));
+              if (f >= c.x) emit(local, f);
+            }
+          }
+        }
+      }
     } else {
       ForEachExact(p, c, [&](uint32_t local, int f) {
         if (f >= c.x) emit(local, f);
@@ -936,7 +953,6 @@ struct Matcher::State {
     if (c.start_now) {
       // The rest answer from the index: rows in order of the per-slice terms (best fit first,
       // whole nodes last) and ascending node index within a row.
-      if (exact) MarkExact(p, c);
       const int64_t exact_got = got;
       got = 0;
       for (int f = c.x; f <= p.cap && got < budget; ++f) {
@@ -1234,9 +1250,15 @@ struct Matcher::State {
       // Only future sales can overlap the interval.
       if (e <= b.first_future) return p.cap;
       if (b.nfuture == 1) return b.future_end > s ? p.cap - b.future_gpus : p.cap;
-    } else if (row >= 0 && e <= b.first_future && b.started_min_end > s) {
-      // Every started sale still runs at s and none starts before e: as busy as now.
-      return row;
+    } else if (row >= 0) {
+      // Every started sale still runs when the interval is busiest: at s when no future sale
+      // starts before e (as busy as now), else when the only future sale overlapping runs too.
+      if (e <= b.first_future) {
+        if (b.started_min_end > s) return row;
+      } else if (b.nfuture == 1 && b.future_end > s &&
+                 b.started_min_end > std::max(s, b.first_future)) {
+        return row - b.future_gpus;
+      }
     }
     return FreeOver(nodes[p.nodes[local]], s, e);
   }
