@@ -784,7 +784,9 @@ struct Matcher::State {
         }
       }
     }
-    bool Next(PoolIndex* out) {
+    // The next matching pool, or false when none is left at a price of at most `at_most` (a pool
+    // above it is not consumed).
+    bool Next(PoolIndex* out, Micros at_most = std::numeric_limits<Micros>::max()) {
       while (true) {
         size_t best = k_;
         for (size_t i = 0; i < k_; ++i) {
@@ -792,8 +794,10 @@ struct Matcher::State {
           if (best == k_ || Before((*lists_[i])[pos_[i]], (*lists_[best])[pos_[best]])) best = i;
         }
         if (best == k_) return false;
-        const PoolIndex pi = (*lists_[best])[pos_[best]++];
+        const PoolIndex pi = (*lists_[best])[pos_[best]];
         const Pool& p = st_.pools[pi];
+        if (p.price > at_most) return false;
+        ++pos_[best];
         if (check_price_ && p.price > c_.ceiling) return false;  // lists are sorted by price
         if (!st_.StaticMatch(p, c_, check_price_, /*check_window=*/true)) continue;
         *out = pi;
@@ -1077,22 +1081,24 @@ struct Matcher::State {
   // How many of the pool's clean nodes are wholly free from time t on.
   static int64_t CleanFreeBy(const Pool& p, int64_t t) { return KeysAtMost(p.clean, t); }
 
-  // Fills one group from its pools (in price order), level by level of price.
+  // Fills one group from its pools (in price order), level by level of price. next_pool(&pi,
+  // at_most) gives the next pool in that order, or false when none is left at a price of at most
+  // at_most; a level is not looked past once it fills the request.
   template <typename PoolSource>
   Pick FillGroup(const Compiled& c, PoolSource&& next_pool) {
     Pick pick;
     int64_t remaining = c.need;
     PoolIndex pi;
-    bool have = next_pool(&pi);
+    constexpr Micros kAnyPrice = std::numeric_limits<Micros>::max();
+    bool have = next_pool(&pi, kAnyPrice);
     while (have && remaining > 0) {
       const Micros level = pools[pi].price;
       cands.clear();
       int pools_in_level = 0;
-      while (have && pools[pi].price == level) {
+      do {
         Collect(pi, c, remaining, &cands);
         ++pools_in_level;
-        have = next_pool(&pi);
-      }
+      } while (next_pool(&pi, level));
       // One pool's candidates come in order already.
       if (pools_in_level > 1) std::sort(cands.begin(), cands.end(), KappaLess);
       for (const Cand& cd : cands) {
@@ -1108,6 +1114,7 @@ struct Matcher::State {
         pick.lsum += cd.f - take;
         pick.rsum += cd.r;
       }
+      if (remaining > 0) have = next_pool(&pi, kAnyPrice);
     }
     if (remaining > 0) return Pick{};
     pick.ok = true;
@@ -1149,8 +1156,8 @@ struct Matcher::State {
     if (c.locality == Locality::kAny || c.locality == Locality::kNode) {
       // One group: the whole market, filled straight from the price-ordered pools.
       PoolCursor cursor(*this, c, check_price);
-      return FillGroup(c, [&](PoolIndex* out) {
-        while (cursor.Next(out)) {
+      return FillGroup(c, [&](PoolIndex* out, Micros at_most) {
+        while (cursor.Next(out, at_most)) {
           if (UpperBound(*out, c) > 0) return true;
         }
         return false;
@@ -1176,8 +1183,8 @@ struct Matcher::State {
       for (PoolIndex q : group_pools) bound += UpperBound(q, c);
       if (bound < c.need) return true;
       size_t i = 0;
-      Pick pick = FillGroup(c, [&](PoolIndex* out) {
-        if (i == group_pools.size()) return false;
+      Pick pick = FillGroup(c, [&](PoolIndex* out, Micros at_most) {
+        if (i == group_pools.size() || pools[group_pools[i]].price > at_most) return false;
         *out = group_pools[i++];
         return true;
       });
