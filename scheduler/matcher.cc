@@ -44,15 +44,12 @@ struct Seg {
 // unhealthy or removed). A sellable node with a sale that starts in the future is also listed in
 // the pool's `future` list under `ffs`, the first such start: until then its free count is the
 // row's, after it the calendar must be asked.
+// Where the node is listed in the pool's other lists follows from `row` and the pool's brief of
+// the node (see ListKeys).
 struct Member {
   PoolIndex pool;
   uint32_t local;
   int16_t row;
-  int64_t listed_ffs;    // key in the pool's future list, or kNever when not listed
-  int64_t listed_busy;   // key in the pool's clean list, or kNever when not listed
-  int64_t listed_end;    // key in the pool's future_by_end list, or kNever when not listed
-  int64_t listed_whole;  // key in the pool's future_whole list, or kNever when not listed
-  bool listed_multi;     // counted in the pool's multi_future
 };
 
 struct CenterRec {
@@ -439,32 +436,44 @@ struct Matcher::State {
     return gap;
   }
 
+  // The keys under which a node with free-now row `row` (-1: not sellable) and brief `b` is
+  // listed in its pool's sorted lists (kNever: not listed), and whether it is in multi_future.
+  struct ListKeys {
+    int64_t ffs, busy, end, whole;
+    bool multi;
+  };
+  static ListKeys KeysOf(int row, int cap, const Brief& b) {
+    ListKeys k;
+    const bool sellable = row >= 0;
+    k.ffs = sellable && b.nfuture > 0 ? b.first_future : kNever;  // the future list
+    k.busy = sellable && b.nfuture == 0 ? b.busy_all : kNever;    // the clean list
+    k.end = k.ffs == kNever ? kNever : b.busy_all;                // future_by_end
+    k.whole = row == cap ? k.ffs : kNever;                        // future_whole
+    k.multi = k.ffs != kNever && b.nfuture > 1;
+    return k;
+  }
+
   // Brings the node's place in every pool's index up to date.
   void Reindex(NodeIndex idx) {
     NodeRec& n = nodes[idx];
     const int16_t want = static_cast<int16_t>(DesiredRow(n));
-    const int64_t want_ffs = DesiredFfs(n);
-    const int64_t want_busy = DesiredBusy(n);
     const Brief brief = BriefOf(n, now);
-    const int64_t want_end = want_ffs == kNever ? kNever : brief.busy_all;
-    const int64_t want_whole = want == n.cap ? want_ffs : kNever;
-    const bool want_multi = want_ffs != kNever && brief.nfuture > 1;
+    const ListKeys to = KeysOf(want, n.cap, brief);
     for (Member& m : n.members) {
-      pools[m.pool].brief[m.local] = brief;
-      Move(pools[m.pool].future_by_end, m.local, m.listed_end, want_end);
-      m.listed_end = want_end;
-      Move(pools[m.pool].future_whole, m.local, m.listed_whole, want_whole);
-      m.listed_whole = want_whole;
-      if (want_multi != m.listed_multi) {
-        std::vector<uint32_t>& multi = pools[m.pool].multi_future;
-        if (want_multi) {
+      Pool& p = pools[m.pool];
+      Brief& kept = p.brief[m.local];
+      const ListKeys from = KeysOf(m.row, n.cap, kept);
+      kept = brief;
+      Move(p.future_by_end, m.local, from.end, to.end);
+      Move(p.future_whole, m.local, from.whole, to.whole);
+      if (to.multi != from.multi) {
+        std::vector<uint32_t>& multi = p.multi_future;
+        if (to.multi) {
           multi.push_back(m.local);
         } else {
           multi.erase(std::find(multi.begin(), multi.end(), m.local));
         }
-        m.listed_multi = want_multi;
       }
-      Pool& p = pools[m.pool];
       if (m.row != want) {
         const uint32_t w = m.local >> 6;
         const uint64_t bit = uint64_t{1} << (m.local & 63);
@@ -481,10 +490,8 @@ struct Matcher::State {
         p.whole_now = p.count[p.cap];
         m.row = want;
       }
-      Move(p.future, m.local, m.listed_ffs, want_ffs);
-      m.listed_ffs = want_ffs;
-      Move(p.clean, m.local, m.listed_busy, want_busy);
-      m.listed_busy = want_busy;
+      Move(p.future, m.local, from.ffs, to.ffs);
+      Move(p.clean, m.local, from.busy, to.busy);
     }
   }
 
@@ -2021,8 +2028,7 @@ absl::Status Matcher::AddOffer(const OfferSpec& spec, absl::Time now_t) {
     p.brief.assign(p.nodes.size(), Brief{});
     const PoolIndex pi = static_cast<PoolIndex>(s.pools.size());
     for (uint32_t local = 0; local < p.nodes.size(); ++local) {
-      s.nodes[p.nodes[local]].members.push_back(
-          {pi, local, -1, kNever, kNever, kNever, kNever, false});
+      s.nodes[p.nodes[local]].members.push_back({pi, local, -1});
     }
     s.domains[p.domain].pools.push_back(pi);
     o.pools.push_back(pi);
@@ -2508,16 +2514,28 @@ AuditReport Matcher::Audit() const {
         const bool set = (p.Row(r)[m.local >> 6] >> (m.local & 63)) & 1;
         if (set != (r == m.row)) problem(absl::StrCat("node ", n.id, ": pool bit mismatch"));
       }
+      // The keys the lists are kept under, from the row and brief, against the calendar's.
+      const State::ListKeys keys = State::KeysOf(m.row, p.cap, kept);
       const bool listed =
           std::binary_search(p.future.begin(), p.future.end(), std::make_pair(want_ffs, m.local));
-      if (m.listed_ffs != want_ffs || (want_ffs != kNever && !listed)) {
+      if (keys.ffs != want_ffs || (want_ffs != kNever && !listed)) {
         problem(absl::StrCat("node ", n.id, ": future list mismatch"));
       }
       const int64_t want_busy = State::DesiredBusy(n);
       const bool in_clean =
           std::binary_search(p.clean.begin(), p.clean.end(), std::make_pair(want_busy, m.local));
-      if (m.listed_busy != want_busy || (want_busy != kNever && !in_clean)) {
+      if (keys.busy != want_busy || (want_busy != kNever && !in_clean)) {
         problem(absl::StrCat("node ", n.id, ": clean list mismatch"));
+      }
+      const int64_t want_end = want_ffs == kNever ? kNever : brief.busy_all;
+      if (want_end != kNever && !std::binary_search(p.future_by_end.begin(), p.future_by_end.end(),
+                                                    std::make_pair(want_end, m.local))) {
+        problem(absl::StrCat("node ", n.id, ": future_by_end list mismatch"));
+      }
+      const int64_t want_whole = want == p.cap ? want_ffs : kNever;
+      if (want_whole != kNever && !std::binary_search(p.future_whole.begin(), p.future_whole.end(),
+                                                      std::make_pair(want_whole, m.local))) {
+        problem(absl::StrCat("node ", n.id, ": future_whole list mismatch"));
       }
     }
   }
