@@ -4,7 +4,6 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
-#include <queue>
 #include <tuple>
 #include <utility>
 
@@ -299,7 +298,9 @@ struct Matcher::State {
   std::vector<PoolIndex> all_pools;                 // by (price, index)
   absl::flat_hash_map<AllocationId, LiveRec> live;
   AllocationId next_id = 1;
-  std::priority_queue<TimeEv, std::vector<TimeEv>, std::greater<TimeEv>> timeline;
+  // A min-heap (std::greater) of timeline events. Events of allocations that ended early or
+  // moved stay in it until they come due or Schedule drops them (see Pending).
+  std::vector<TimeEv> timeline;
   std::vector<AllocationEvent> events;
   int64_t active_nodes = 0, total_gpus = 0, used_now = 0;
   // Scratch space reused across decisions.
@@ -560,12 +561,45 @@ struct Matcher::State {
     now = t;
   }
 
+  // True while the event still has something to do: its allocation is live and the event is
+  // the one due for it (not superseded by an extension, a redeem or an activation).
+  bool Pending(const TimeEv& ev) const {
+    auto it = live.find(ev.id);
+    if (it == live.end()) return false;
+    const LiveRec& rec = it->second;
+    switch (ev.kind) {
+      case EvKind::kActivate:
+        return !rec.activated && rec.start == ev.t;
+      case EvKind::kEnd:
+        return rec.end == ev.t;
+      case EvKind::kHoldLapse:
+        return rec.a.state == AllocationState::kHeld && rec.hold_until == ev.t;
+    }
+    return false;
+  }
+
+  // Adds an event to the timeline. When most of the timeline is events that no longer have
+  // anything to do (allocations released before their end: most of them in a busy market), those
+  // are dropped, so that the heap stays near the size of what is live; the cost is linear in the
+  // heap once per that many pushes.
+  void Schedule(const TimeEv& ev) {
+    timeline.push_back(ev);
+    std::push_heap(timeline.begin(), timeline.end(), std::greater<TimeEv>());
+    if (timeline.size() > 4 * live.size() + 4096) {
+      timeline.erase(std::remove_if(timeline.begin(), timeline.end(),
+                                    [&](const TimeEv& e) { return !Pending(e); }),
+                     timeline.end());
+      std::make_heap(timeline.begin(), timeline.end(), std::greater<TimeEv>());
+    }
+  }
+
   // Applies every timeline event due by t, in time order.
   void RunTimeline(int64_t t) {
     // Time moves event by event so that each change sees the calendar as of its own instant.
-    while (!timeline.empty() && timeline.top().t <= t) {
-      const TimeEv ev = timeline.top();
-      timeline.pop();
+    while (!timeline.empty() && timeline.front().t <= t) {
+      const TimeEv ev = timeline.front();
+      std::pop_heap(timeline.begin(), timeline.end(), std::greater<TimeEv>());
+      timeline.pop_back();
       now = std::max(now, ev.t);
       auto it = live.find(ev.id);
       if (it == live.end()) continue;
@@ -1758,9 +1792,9 @@ struct Matcher::State {
       BeginBatch(stored.a.slices.size());
       for (const Slice& sl : stored.a.slices) Reindex(sl.node);
       EndBatch();
-      timeline.push({s, EvKind::kActivate, stored.a.id});
+      Schedule({s, EvKind::kActivate, stored.a.id});
     }
-    timeline.push({e, EvKind::kEnd, stored.a.id});
+    Schedule({e, EvKind::kEnd, stored.a.id});
     return stored;
   }
 };
@@ -2155,7 +2189,7 @@ absl::StatusOr<Decision> Matcher::Hold(const Request& request, absl::Duration tt
   rec.a.state = AllocationState::kHeld;
   rec.padded = c.start_now;
   rec.hold_until = s.now + Us(ttl);
-  s.timeline.push({rec.hold_until, EvKind::kHoldLapse, id});
+  s.Schedule({rec.hold_until, EvKind::kHoldLapse, id});
   s.events.push_back({id, AllocationState::kHeld, EndReason::kNone, FromUs(s.now)});
   d.allocation = rec.a;
   return d;
@@ -2192,7 +2226,7 @@ absl::StatusOr<Allocation> Matcher::Redeem(AllocationId hold_id, absl::string_vi
     }
     rec.a.start = FromUs(s.now);
     rec.a.end = FromUs(new_end);
-    s.timeline.push({new_end, EvKind::kEnd, hold_id});
+    s.Schedule({new_end, EvKind::kEnd, hold_id});
   }
   rec.a.state = rec.activated ? AllocationState::kActive : AllocationState::kReserved;
   rec.a.hold_expires = absl::InfinitePast();
@@ -2265,7 +2299,7 @@ absl::StatusOr<Allocation> Matcher::Extend(AllocationId id, absl::Time new_end_t
   rec.end = new_end;
   rec.a.end = FromUs(new_end);
   rec.a.total_price = PriceFor(rec.rate, FromUs(new_end) - rec.a.start);
-  s.timeline.push({new_end, EvKind::kEnd, id});
+  s.Schedule({new_end, EvKind::kEnd, id});
   return rec.a;
 }
 
@@ -2363,7 +2397,7 @@ absl::StatusOr<Allocation> Matcher::Restore(const RestoreSpec& spec, absl::Time 
   if (held) {
     rec.hold_until = Us(spec.hold_expires);
     rec.padded = e > end;
-    s.timeline.push({rec.hold_until, EvKind::kHoldLapse, spec.id});
+    s.Schedule({rec.hold_until, EvKind::kHoldLapse, spec.id});
   }
   s.next_id = std::max(s.next_id, spec.id + 1);
   const Allocation restored = rec.a;
@@ -2453,7 +2487,7 @@ std::vector<CatalogLine> Matcher::Catalog() const {
 }
 
 absl::Time Matcher::NextEventTime() const {
-  return s_->timeline.empty() ? absl::InfiniteFuture() : FromUs(s_->timeline.top().t);
+  return s_->timeline.empty() ? absl::InfiniteFuture() : FromUs(s_->timeline.front().t);
 }
 
 void Matcher::ReserveIds(AllocationId next) { s_->next_id = std::max(s_->next_id, next); }

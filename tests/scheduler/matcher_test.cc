@@ -826,6 +826,55 @@ TEST_F(MatcherTest, ReservedIdsAreNeverHandedOut) {
   EXPECT_EQ(Must(Ask(8, 8, Locality::kAny)).allocation.id, 1001u);
 }
 
+// Released sales leave their end on the timeline; when those pile up the core drops them. What
+// is still due (a hold's lapse, a reservation's start and end, an extended end) must survive.
+TEST_F(MatcherTest, WhatIsDueSurvivesManyReleasedSales) {
+  SmallMarket(4);
+  absl::StatusOr<Decision> hold =
+      m_.Hold(Ask(8, 8, Locality::kNode, 100, absl::Hours(4)), absl::Hours(1), kT0);
+  ASSERT_TRUE(hold.ok() && hold->granted);
+  Request later = Ask(8, 8, Locality::kNode, 100, absl::Hours(2));
+  later.start = kT0 + absl::Hours(5);
+  const Decision reserved = Must(later);
+  ASSERT_TRUE(reserved.granted);
+  const Decision extended = Must(Ask(8, 8, Locality::kNode, 100, absl::Hours(2)));
+  ASSERT_TRUE(extended.granted);
+  ASSERT_TRUE(m_.Extend(extended.allocation.id, kT0 + absl::Hours(3), kT0).ok());
+  // Thousands of sales released at once, each leaving an end ten hours out.
+  for (int i = 0; i < 20'000; ++i) {
+    const Decision d = Must(Ask(1, 0, Locality::kNode, 100, absl::Hours(10)));
+    ASSERT_TRUE(d.granted);
+    ASSERT_TRUE(m_.Release(d.allocation.id, kT0).ok());
+  }
+  m_.TakeEvents();
+  EXPECT_LE(m_.NextEventTime(), kT0 + absl::Hours(1));
+
+  m_.Advance(kT0 + absl::Hours(1));
+  EXPECT_EQ(m_.Find(hold->allocation.id), nullptr);
+  m_.Advance(kT0 + absl::Hours(2) + absl::Minutes(30));
+  EXPECT_NE(m_.Find(extended.allocation.id), nullptr);  // not at its old end
+  m_.Advance(kT0 + absl::Hours(3));
+  EXPECT_EQ(m_.Find(extended.allocation.id), nullptr);
+  m_.Advance(kT0 + absl::Hours(5));
+  ASSERT_NE(m_.Find(reserved.allocation.id), nullptr);
+  EXPECT_EQ(m_.Find(reserved.allocation.id)->state, AllocationState::kActive);
+  m_.Advance(kT0 + absl::Hours(7));
+  EXPECT_EQ(m_.Find(reserved.allocation.id), nullptr);
+
+  const std::vector<AllocationEvent> ev = m_.TakeEvents();
+  ASSERT_EQ(ev.size(), 4u);
+  EXPECT_EQ(ev[0].reason, EndReason::kLapsed);
+  EXPECT_EQ(ev[0].at, kT0 + absl::Hours(1));
+  EXPECT_EQ(ev[1].reason, EndReason::kExpired);
+  EXPECT_EQ(ev[1].at, kT0 + absl::Hours(3));
+  EXPECT_EQ(ev[2].state, AllocationState::kActive);
+  EXPECT_EQ(ev[2].at, kT0 + absl::Hours(5));
+  EXPECT_EQ(ev[3].reason, EndReason::kExpired);
+  EXPECT_EQ(ev[3].at, kT0 + absl::Hours(7));
+  EXPECT_EQ(m_.Totals().live_allocations, 0);
+  ExpectClean();
+}
+
 TEST_F(MatcherTest, NextEventTimeIsNeverLaterThanTheNextChange) {
   Center("c1");
   Domain("c1", "ib0");
