@@ -103,13 +103,13 @@ struct alignas(64) Brief {
   int64_t started_min_end = kNever;                            // earliest end of started sales
   int64_t busy_all = std::numeric_limits<int64_t>::min();      // latest end of all its sales
   int64_t first_future = kNever;  // the earliest start of its future sales
-  int64_t future_end = 0;         // with exactly one future sale: its end
+  int64_t future_end = 0;         // the end of the future sale that starts first
   // The longest time wholly free between the first future sale's start and the last sale's end
   // (0 when none, kNever when not worked out): a longer interval inside that span does not fit.
   int64_t future_gap = 0;
   int32_t nfuture = 0;
   int32_t nsegs = 0;        // all the node's sales
-  int32_t future_gpus = 0;  // with exactly one future sale: its GPUs
+  int32_t future_gpus = 0;  // the GPUs of the future sale that starts first
 
   bool operator==(const Brief& o) const {
     return std::tie(busy_started, started_min_end, busy_all, first_future, future_end, future_gap,
@@ -409,9 +409,11 @@ struct Matcher::State {
         brief.started_min_end = std::min(brief.started_min_end, sg.end);
       } else {
         ++brief.nfuture;
-        brief.first_future = std::min(brief.first_future, sg.start);
-        brief.future_end = sg.end;
-        brief.future_gpus = sg.gpus;
+        if (sg.start < brief.first_future) {
+          brief.first_future = sg.start;
+          brief.future_end = sg.end;
+          brief.future_gpus = sg.gpus;
+        }
       }
       ++brief.nsegs;
     }
@@ -1301,9 +1303,9 @@ struct Matcher::State {
   // and leaves too few, or every started sale still runs at the start and leaves too few now.
   bool TooBusy(const Pool& p, uint32_t local, const Compiled& c) const {
     const Brief& b = p.brief[local];
-    if (b.nfuture == 1 && b.first_future < c.e && b.future_end > c.s &&
+    if (b.nfuture > 0 && b.first_future < c.e && b.future_end > c.s &&
         p.cap - b.future_gpus < c.x) {
-      return true;
+      return true;  // the future sale that starts first overlaps and leaves too few
     }
     return b.started_min_end > c.s && b.started_min_end != kNever && RowOf(p, local, c.x) < c.x;
   }
