@@ -708,6 +708,31 @@ TEST_F(RestoreTest, WhatEndedWhileDownEndsAtOnce) {
   EXPECT_EQ(fresh.Totals().sold_gpus_now, 0);
 }
 
+// A restored hold's lapse is on the timeline like any other: many released sales after the
+// restore must not drop it.
+TEST_F(RestoreTest, RestoredHoldLapsesAfterManyReleasedSales) {
+  Build(m_);
+  absl::StatusOr<Decision> hold = m_.Hold(Ask(8, 8, Locality::kNode), absl::Minutes(30), kT0);
+  ASSERT_TRUE(hold.ok() && hold->granted);
+  Matcher fresh;
+  Build(fresh);
+  ASSERT_TRUE(fresh.Restore(SpecOf(m_, hold->allocation), kT0).ok());
+  for (int i = 0; i < 20'000; ++i) {
+    absl::StatusOr<Decision> d = fresh.Allocate(Ask(1, 0, Locality::kNode), kT0);
+    ASSERT_TRUE(d.ok() && d->granted);
+    ASSERT_TRUE(fresh.Release(d->allocation.id, kT0).ok());
+  }
+  fresh.TakeEvents();
+  fresh.Advance(kT0 + absl::Minutes(30) - absl::Seconds(1));
+  EXPECT_NE(fresh.Find(hold->allocation.id), nullptr);
+  fresh.Advance(kT0 + absl::Minutes(30));
+  EXPECT_EQ(fresh.Find(hold->allocation.id), nullptr);
+  const std::vector<AllocationEvent> ev = fresh.TakeEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].reason, EndReason::kLapsed);
+  EXPECT_EQ(fresh.Audit().violations, 0);
+}
+
 TEST_F(MatcherTest, HoldWhoseIntervalEndsBeforeItsTtlLapsesAtTheEnd) {
   SmallMarket(1);
   Request r = Ask(8, 8, Locality::kNode, 100, absl::Minutes(5));
