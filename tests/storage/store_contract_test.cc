@@ -690,6 +690,30 @@ TEST_P(StoreContractTest, OversoldNodeIsRejected) {
   EXPECT_EQ(MustLoad().claims.size(), 5u);
 }
 
+// The database checks each instant, not the interval as a whole: claims that add up to more than
+// the node over the new claim's interval are fine when no instant has more, and a claim that says
+// the node has more GPUs than an earlier one said is held to the smaller figure.
+TEST_P(StoreContractTest, OversellIsJudgedInstantByInstant) {
+  Batch b;
+  b.allocations = {Allocation(1), Allocation(2), Allocation(3)};
+  b.claims = {Claim(1, "n1", 6, 0, 50), Claim(2, "n1", 6, 50, 100),  // 12 over [0, 100), 6 at once
+              Claim(3, "n2", 5, 0, 100, 6)};                         // n2 said to have 6
+  MustCommit(b);
+  Batch fits;
+  fits.allocations = {Allocation(4)};
+  fits.claims = {Claim(4, "n1", 2, 0, 100)};  // 14 over the interval, 8 at every instant
+  MustCommit(fits);
+  Batch bad = OtherRows("bad", 5);
+  bad.allocations.push_back(Allocation(6));
+  bad.claims = {Claim(6, "n2", 2, 0, 100, 8)};  // 7 at once: within 8, not within 6
+  ExpectRejected(bad, "oversold");
+  Batch worse = OtherRows("worse", 5);
+  worse.allocations.push_back(Allocation(6));
+  worse.claims = {Claim(6, "n1", 1, 49, 51)};  // 9 at 49 and at 50
+  ExpectRejected(worse, "oversold");
+  EXPECT_EQ(MustLoad().claims.size(), 4u);
+}
+
 TEST_P(StoreContractTest, MalformedClaimsAreRejected) {
   for (const auto& [claim, why] : std::vector<std::pair<ClaimRow, std::string>>{
            {Claim(9, "n1", 1, 0, 10), "does not write that allocation"},
