@@ -43,7 +43,7 @@ struct Seg {
 
 // A node's place in one pool's index: `row` is its free GPUs now (-1: not sellable, being
 // unhealthy or removed). A sellable node with a sale that starts in the future is also listed in
-// the pool's `future` list under `ffs`, the first such start: until then its free count is the
+// the pool's `future` list under its first such start: until then its free count is the
 // row's, after it the calendar must be asked.
 // Where the node is listed in the pool's other lists follows from `row` and the pool's brief of
 // the node (see ListKeys).
@@ -77,8 +77,7 @@ struct NodeRec {
   ModelId model;
   int16_t cap;
   int16_t free_now;
-  int16_t future = 0;    // segments that start after now
-  int64_t ffs = kNever;  // the earliest start among them
+  int16_t future = 0;  // segments that start after now
   Health health = Health::kHealthy;
   bool removed = false;
   absl::InlinedVector<Seg, 2> segs;
@@ -357,8 +356,15 @@ struct Matcher::State {
 
   static bool Sellable(const NodeRec& n) { return !n.removed && n.health == Health::kHealthy; }
   static int DesiredRow(const NodeRec& n) { return Sellable(n) ? n.free_now : -1; }
-  static int64_t DesiredFfs(const NodeRec& n) {
-    return Sellable(n) && n.future > 0 ? n.ffs : kNever;
+  // Where the node belongs in the future list, from its calendar (the index keeps it in its
+  // brief; Audit compares the two).
+  static int64_t DesiredFfs(const NodeRec& n, int64_t now) {
+    if (!Sellable(n) || n.future == 0) return kNever;
+    int64_t ffs = kNever;
+    for (const Seg& sg : n.segs) {
+      if (sg.start > now) ffs = std::min(ffs, sg.start);
+    }
+    return ffs;
   }
   static int64_t DesiredBusy(const NodeRec& n) {
     if (!Sellable(n) || n.future > 0) return kNever;
@@ -396,14 +402,6 @@ struct Matcher::State {
       list.erase(std::lower_bound(list.begin(), list.end(), std::make_pair(from, local)));
     }
     if (to != kNever) list.insert(std::lower_bound(list.begin(), list.end(), key), key);
-  }
-
-  // Recomputes the node's first future start after its calendar changed.
-  void RefreshFfs(NodeRec& n) const {
-    n.ffs = kNever;
-    for (const Seg& sg : n.segs) {
-      if (sg.start > now) n.ffs = std::min(n.ffs, sg.start);
-    }
   }
 
   static Brief BriefOf(const NodeRec& n, int64_t now) {
@@ -569,21 +567,26 @@ struct Matcher::State {
     now = t;
   }
 
-  // True while the event still has something to do: its allocation is live and the event is
-  // the one due for it (not superseded by an extension, a redeem or an activation).
-  bool Pending(const TimeEv& ev) const {
+  // The allocation the event is for while the event still has something to do, else
+  // live.end(): the allocation is live and the event is the one due for it (not superseded by an
+  // extension, a redeem or an activation).
+  LiveMap::iterator Pending(const TimeEv& ev) {
     auto it = live.find(ev.id);
-    if (it == live.end()) return false;
+    if (it == live.end()) return it;
     const LiveRec& rec = *it->second;
+    bool due = false;
     switch (ev.kind) {
       case EvKind::kActivate:
-        return !rec.activated && rec.start == ev.t;
+        due = !rec.activated && rec.start == ev.t;
+        break;
       case EvKind::kEnd:
-        return rec.end == ev.t;
+        due = rec.end == ev.t;
+        break;
       case EvKind::kHoldLapse:
-        return rec.a.state == AllocationState::kHeld && rec.hold_until == ev.t;
+        due = rec.a.state == AllocationState::kHeld && rec.hold_until == ev.t;
+        break;
     }
-    return false;
+    return due ? it : live.end();
   }
 
   // Adds an event to the timeline. Events that no longer have anything to do (allocations
@@ -594,7 +597,8 @@ struct Matcher::State {
   static constexpr size_t kTidyStep = 64;
   void Schedule(const TimeEv& ev) {
     timeline.push(ev);
-    timeline.Tidy(4 * live.size() + 4096, kTidyStep, [&](const TimeEv& e) { return Pending(e); });
+    timeline.Tidy(4 * live.size() + 4096, kTidyStep,
+                  [&](const TimeEv& e) { return Pending(e) != live.end(); });
   }
 
   // Applies every timeline event due by t, in time order.
@@ -604,12 +608,11 @@ struct Matcher::State {
       const TimeEv ev = timeline.front();
       timeline.pop();
       now = std::max(now, ev.t);
-      auto it = live.find(ev.id);
+      auto it = Pending(ev);
       if (it == live.end()) continue;
       LiveRec& rec = *it->second;
       switch (ev.kind) {
         case EvKind::kActivate:
-          if (rec.activated || rec.start != ev.t) break;
           Activate(rec);
           if (rec.a.state == AllocationState::kReserved) {
             rec.a.state = AllocationState::kActive;
@@ -617,14 +620,12 @@ struct Matcher::State {
           }
           break;
         case EvKind::kEnd:
-          if (rec.end != ev.t) break;
           // A hold whose interval is over before its ttl lapses with it.
           Finish(it,
                  rec.a.state == AllocationState::kHeld ? EndReason::kLapsed : EndReason::kExpired,
                  ev.t);
           break;
         case EvKind::kHoldLapse:
-          if (rec.a.state != AllocationState::kHeld || rec.hold_until != ev.t) break;
           Finish(it, EndReason::kLapsed, ev.t);
           break;
       }
@@ -655,7 +656,6 @@ struct Matcher::State {
       NodeRec& n = nodes[sl.node];
       n.free_now = static_cast<int16_t>(n.free_now - sl.gpus);
       --n.future;
-      RefreshFfs(n);
       used_now += sl.gpus;
       Reindex(sl.node);
     }
@@ -681,7 +681,6 @@ struct Matcher::State {
         used_now -= sl.gpus;
       } else {
         --n.future;
-        RefreshFfs(n);
       }
       --domains[n.domain].live_segments;
       Reindex(sl.node);
@@ -1784,7 +1783,6 @@ struct Matcher::State {
       NodeRec& n = nodes[t.node];
       n.segs.push_back({s, e, t.gpus, rec.a.id});
       ++n.future;
-      n.ffs = std::min(n.ffs, s);
       ++domains[n.domain].live_segments;
       op_last_sale[centers[domains[n.domain].center].op] = sale_seq + 1;
     }
@@ -2532,15 +2530,8 @@ AuditReport Matcher::Audit() const {
                            n.cap - used));
     }
     if (n.future != future) problem(absl::StrCat("node ", n.id, ": future count mismatch"));
-    if (n.future > 0) {
-      int64_t ffs = kNever;
-      for (const Seg& a : n.segs) {
-        if (a.start > s.now) ffs = std::min(ffs, a.start);
-      }
-      if (ffs != n.ffs) problem(absl::StrCat("node ", n.id, ": first future start mismatch"));
-    }
     const int want = State::DesiredRow(n);
-    const int64_t want_ffs = State::DesiredFfs(n);
+    const int64_t want_ffs = State::DesiredFfs(n, s.now);
     const Brief brief = State::BriefOf(n, s.now);
     for (const Member& m : n.members) {
       const Pool& p = s.pools[m.pool];
