@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -94,8 +95,10 @@ The work:
   --requests=N            Allocate calls of the request stream (default 200000), plus the releases
                           they cause
   --seed=N                seed of the market and the request stream (default 1)
-  --clients=C             concurrent clients, each with its own connection (default 64); the same
-                          concurrency for Ping; registration uses min(C, 16)
+  --clients=C             concurrent clients, each with its own connection and one call in flight
+                          at a time (default 64); the same concurrency for Ping; registration uses
+                          min(C, 16) threads. The stream and the Pings use the SDK's non-blocking
+                          calls, so the clients share gRPC's threads instead of a thread each
   --rate=R                open loop: request i is due R requests/s after the start, sent when due
                           by a free client, and its latency counts from when it was due (a backlog
                           shows); default 0: closed loop (each client sends when answered)
@@ -704,125 +707,225 @@ struct ClientResult {
   std::string first_error;
 };
 
-// Releases uniformly at random among the live allocations while GPUs sold exceed 80% of those
-// offered (WORKLOAD.md).
-void ReleaseWhileBusy(RunState* st, Worker* w, ClientResult* res) {
-  for (;;) {
-    PoolEntry e;
-    {
-      absl::MutexLock lock(&st->mu);
-      if (st->pool.empty() || st->sold * 10 <= st->offered_gpus * 8) return;
-      const size_t k = st->rng() % st->pool.size();
-      e = std::move(st->pool[k]);
-      st->pool[k] = std::move(st->pool.back());
-      st->pool.pop_back();
-      if (e.counted) st->sold -= e.gpus;
-    }
-    v1::ReleaseAllocationRequest r;
-    r.set_allocation_id(e.id);
-    const auto t = SteadyClock::now();
-    absl::StatusOr<v1::Allocation> a =
-        w->buyers[static_cast<size_t>(e.buyer)]->ReleaseAllocation(r);
-    res->release_ns.push_back(NsSince(t));
-    if (!a.ok()) {
-      ++res->release_errors;
-      if (res->first_error.empty())
-        res->first_error = "ReleaseAllocation: " + a.status().ToString();
-    } else if (a->end_reason() == v1::END_REASON_RELEASED) {
-      res->released.push_back(e.id);
-    }
-  }
-}
+// One client of the request stream: its calls go out one at a time, on gRPC's callback API (no
+// thread per client). After each answer it releases while the market is busy (WORKLOAD.md), then
+// takes the next request: at once (closed loop), or when the pacer hands it one (open loop).
+// Its callbacks never overlap, so its ClientResult needs no lock.
+class StreamClient {
+ public:
+  StreamClient(RunState* st, Worker* w, ClientResult* res, std::function<void(StreamClient*)> free)
+      : st_(st), w_(w), res_(res), free_(std::move(free)) {}
 
-void RunClient(RunState* st, Worker* w, ClientResult* res) {
-  const std::vector<Prepared>& reqs = *st->requests;
-  const auto n = static_cast<int64_t>(reqs.size());
-  for (int64_t i = st->next++; i < n; i = st->next++) {
-    const Prepared& p = reqs[static_cast<size_t>(i)];
-    SteadyClock::time_point due = SteadyClock::now();
-    if (st->rate > 0) {
-      due = st->start +
-            std::chrono::nanoseconds(static_cast<int64_t>(static_cast<double>(i) * 1e9 / st->rate));
-      std::this_thread::sleep_until(due);
-    }
-    v1::AllocateRequest call = p.call;
-    const absl::Time sent = absl::Now();
-    if (p.start_in > absl::ZeroDuration()) {
+  // Sends request i, counting its latency from `due`.
+  void Send(int64_t i, SteadyClock::time_point due) {
+    p_ = &(*st_->requests)[static_cast<size_t>(i)];
+    due_ = due;
+    call_ = p_->call;
+    sent_ = absl::Now();
+    if (p_->start_in > absl::ZeroDuration()) {
       // The broker keeps times to the microsecond.
-      *call.mutable_request()->mutable_start() =
-          ToProtoTime(absl::FromUnixMicros(absl::ToUnixMicros(sent + p.start_in)));
+      *call_.mutable_request()->mutable_start() =
+          ToProtoTime(absl::FromUnixMicros(absl::ToUnixMicros(sent_ + p_->start_in)));
     }
-    const auto t = SteadyClock::now();
-    if (st->rate <= 0) due = t;
-    absl::StatusOr<v1::Allocation> a = w->buyers[static_cast<size_t>(p.buyer)]->Allocate(call);
-    const int64_t ns = NsSince(due);
+    w_->buyers[static_cast<size_t>(p_->buyer)]->AllocateAsync(
+        call_, [this](absl::StatusOr<v1::Allocation> a) { Allocated(std::move(a)); });
+  }
+
+  // Closed loop: sends the next request of the stream, or says it is free when none is left.
+  void SendNext() {
+    const auto n = static_cast<int64_t>(st_->requests->size());
+    const int64_t i = st_->next++;
+    if (i >= n) {
+      free_(this);
+      return;
+    }
+    Send(i, SteadyClock::now());
+  }
+
+ private:
+  void Allocated(absl::StatusOr<v1::Allocation> a) {
+    const int64_t ns = NsSince(due_);
     const absl::Time received = absl::Now();
     if (a.ok()) {
-      ++res->granted;
-      res->lat_ns.push_back(ns);
-      res->kinds.push_back(p.kind);
-      const int32_t gpus = call.request().gpus();
-      const std::string id = a->id();
+      ++res_->granted;
+      res_->lat_ns.push_back(ns);
+      res_->kinds.push_back(p_->kind);
+      const int32_t gpus = call_.request().gpus();
       AskedGrant g;
-      g.request = std::move(*call.mutable_request());
+      // The request as this tool made it, not as the broker echoes it.
+      g.request = std::move(*call_.mutable_request());
       g.buyer_id = a->buyer_id();
-      g.sent = sent;
+      g.sent = sent_;
       g.received = received;
-      res->grants.emplace_back(id, std::move(g));
-      {
-        absl::MutexLock lock(&st->mu);
-        const bool counted = p.start_in <= absl::ZeroDuration();
-        st->pool.push_back({id, p.buyer, gpus, counted});
-        if (counted) st->sold += gpus;
-      }
+      res_->grants.emplace_back(a->id(), std::move(g));
+      absl::MutexLock lock(&st_->mu);
+      const bool counted = p_->start_in <= absl::ZeroDuration();
+      st_->pool.push_back({a->id(), p_->buyer, gpus, counted});
+      if (counted) st_->sold += gpus;
     } else if (std::optional<v1::Rejection> rej = RejectionOf(a.status()); rej.has_value()) {
-      ++res->rejected;
-      res->lat_ns.push_back(ns);
-      res->kinds.push_back(p.kind);
-      ++res->rejected_by[RejectReasonName(rej->reason())];
+      ++res_->rejected;
+      res_->lat_ns.push_back(ns);
+      res_->kinds.push_back(p_->kind);
+      ++res_->rejected_by[RejectReasonName(rej->reason())];
     } else {
-      ++res->errors;
-      if (res->first_error.empty()) res->first_error = "Allocate: " + a.status().ToString();
+      ++res_->errors;
+      if (res_->first_error.empty()) res_->first_error = "Allocate: " + a.status().ToString();
     }
-    ReleaseWhileBusy(st, w, res);
+    ReleaseWhileBusy();
   }
+
+  // Releases uniformly at random among the live allocations while GPUs sold exceed 80% of those
+  // offered (WORKLOAD.md), one call at a time; then goes on with the stream.
+  void ReleaseWhileBusy() {
+    {
+      absl::MutexLock lock(&st_->mu);
+      if (!st_->pool.empty() && st_->sold * 10 > st_->offered_gpus * 8) {
+        const size_t k = st_->rng() % st_->pool.size();
+        releasing_ = std::move(st_->pool[k]);
+        st_->pool[k] = std::move(st_->pool.back());
+        st_->pool.pop_back();
+        if (releasing_.counted) st_->sold -= releasing_.gpus;
+      } else {
+        releasing_.id.clear();
+      }
+    }
+    if (releasing_.id.empty()) {
+      if (st_->rate > 0) {
+        free_(this);
+      } else {
+        SendNext();
+      }
+      return;
+    }
+    v1::ReleaseAllocationRequest r;
+    r.set_allocation_id(releasing_.id);
+    release_t_ = SteadyClock::now();
+    w_->buyers[static_cast<size_t>(releasing_.buyer)]->ReleaseAllocationAsync(
+        std::move(r), [this](absl::StatusOr<v1::Allocation> a) { Released(std::move(a)); });
+  }
+
+  void Released(absl::StatusOr<v1::Allocation> a) {
+    res_->release_ns.push_back(NsSince(release_t_));
+    if (!a.ok()) {
+      ++res_->release_errors;
+      if (res_->first_error.empty()) {
+        res_->first_error = "ReleaseAllocation: " + a.status().ToString();
+      }
+    } else if (a->end_reason() == v1::END_REASON_RELEASED) {
+      res_->released.push_back(releasing_.id);
+    }
+    ReleaseWhileBusy();
+  }
+
+  RunState* const st_;
+  Worker* const w_;
+  ClientResult* const res_;
+  const std::function<void(StreamClient*)> free_;
+  // The call in flight.
+  const Prepared* p_ = nullptr;
+  v1::AllocateRequest call_;
+  SteadyClock::time_point due_;
+  absl::Time sent_;
+  PoolEntry releasing_;
+  SteadyClock::time_point release_t_;
+};
+
+// Runs the request stream from one StreamClient per worker until every request is answered.
+void RunStream(RunState* st, std::vector<Worker>& workers, std::vector<ClientResult>& results) {
+  // Clients that have nothing in flight: waiting for the pacer (open loop), or done.
+  absl::Mutex mu;
+  std::vector<StreamClient*> idle;
+  auto free = [&](StreamClient* c) {
+    absl::MutexLock lock(&mu);
+    idle.push_back(c);
+  };
+  std::vector<std::unique_ptr<StreamClient>> clients;
+  clients.reserve(workers.size());
+  for (size_t i = 0; i < workers.size(); ++i) {
+    clients.push_back(std::make_unique<StreamClient>(st, &workers[i], &results[i], free));
+  }
+  st->start = SteadyClock::now();
+  if (st->rate <= 0) {
+    for (auto& c : clients) c->SendNext();
+  } else {
+    // The pacer: request i is due at i/rate s and goes to the next free client.
+    {
+      absl::MutexLock lock(&mu);
+      for (auto& c : clients) idle.push_back(c.get());
+    }
+    const auto n = static_cast<int64_t>(st->requests->size());
+    for (int64_t i = 0; i < n; ++i) {
+      const SteadyClock::time_point due =
+          st->start +
+          std::chrono::nanoseconds(static_cast<int64_t>(static_cast<double>(i) * 1e9 / st->rate));
+      std::this_thread::sleep_until(due);
+      StreamClient* c = nullptr;
+      {
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(
+            +[](std::vector<StreamClient*>* v) { return !v->empty(); }, &idle));
+        c = idle.back();
+        idle.pop_back();
+      }
+      c->Send(i, due);
+    }
+  }
+  // Every request is sent; wait until every client is idle again.
+  absl::MutexLock lock(&mu);
+  const size_t all = clients.size();
+  auto everyone = [&]() { return idle.size() == all; };
+  mu.Await(absl::Condition(&everyone));
 }
 
-// Pings from every client for `seconds`; returns sorted latencies. Counts failures in *errors.
+// Pings from every client for `seconds`, each keeping one call in flight; returns sorted
+// latencies. Counts failures in *errors.
 std::vector<int64_t> RunPings(std::vector<Worker>& workers, double seconds, int64_t* errors,
                               std::string* first_error) {
-  std::vector<std::vector<int64_t>> lat(workers.size());
-  std::vector<int64_t> errs(workers.size(), 0);
-  std::vector<std::string> first(workers.size());
-  absl::Notification go;
+  struct Pinger {
+    Client* client = nullptr;
+    std::vector<int64_t> lat;
+    int64_t errors = 0;
+    std::string first;
+    SteadyClock::time_point t;
+  };
+  std::vector<Pinger> pingers(workers.size());
   std::atomic<bool> stop{false};
-  std::vector<std::thread> threads;
-  threads.reserve(workers.size());
-  for (size_t i = 0; i < workers.size(); ++i) {
-    threads.emplace_back([&, i] {
-      Client& c = *workers[i].buyers[i % kBuyers];
-      go.WaitForNotification();
-      while (!stop.load(std::memory_order_relaxed)) {
-        const auto t = SteadyClock::now();
-        absl::StatusOr<v1::PingResponse> r = c.Ping();
-        if (r.ok()) {
-          lat[i].push_back(NsSince(t));
-        } else {
-          ++errs[i];
-          if (first[i].empty()) first[i] = "Ping: " + r.status().ToString();
-        }
+  absl::Mutex mu;
+  size_t stopped = 0;
+  std::function<void(Pinger*)> ping = [&](Pinger* p) {
+    if (stop.load(std::memory_order_relaxed)) {
+      absl::MutexLock lock(&mu);
+      ++stopped;
+      return;
+    }
+    p->t = SteadyClock::now();
+    p->client->PingAsync([&, p](const absl::StatusOr<v1::PingResponse>& r) {
+      if (r.ok()) {
+        p->lat.push_back(NsSince(p->t));
+      } else {
+        ++p->errors;
+        if (p->first.empty()) p->first = "Ping: " + r.status().ToString();
       }
+      ping(p);
     });
+  };
+  for (size_t i = 0; i < workers.size(); ++i) {
+    pingers[i].client = workers[i].buyers[i % kBuyers].get();
+    pingers[i].lat.reserve(1 << 14);
   }
-  go.Notify();
+  for (Pinger& p : pingers) ping(&p);
   absl::SleepFor(absl::Seconds(seconds));
   stop = true;
-  for (std::thread& t : threads) t.join();
+  {
+    absl::MutexLock lock(&mu);
+    auto all = [&]() { return stopped == pingers.size(); };
+    mu.Await(absl::Condition(&all));
+  }
   std::vector<int64_t> all;
-  for (size_t i = 0; i < workers.size(); ++i) {
-    all.insert(all.end(), lat[i].begin(), lat[i].end());
-    *errors += errs[i];
-    if (first_error->empty()) *first_error = first[i];
+  for (Pinger& p : pingers) {
+    all.insert(all.end(), p.lat.begin(), p.lat.end());
+    *errors += p.errors;
+    if (first_error->empty()) *first_error = p.first;
   }
   std::sort(all.begin(), all.end());
   return all;
@@ -1155,18 +1258,7 @@ int Run(const Flags& flags) {
   std::vector<ClientResult> results(workers.size());
   const double server_cpu0 = process != nullptr ? process->CpuSeconds() : -1;
   const double self_cpu0 = SelfCpuSeconds();
-  absl::Notification go;
-  std::vector<std::thread> threads;
-  threads.reserve(workers.size());
-  for (size_t i = 0; i < workers.size(); ++i) {
-    threads.emplace_back([&, i] {
-      go.WaitForNotification();
-      RunClient(&st, &workers[i], &results[i]);
-    });
-  }
-  st.start = SteadyClock::now();
-  go.Notify();
-  for (std::thread& t : threads) t.join();
+  RunStream(&st, workers, results);
   const double run_sec = std::chrono::duration<double>(SteadyClock::now() - st.start).count();
   const double server_cpu = process != nullptr ? process->CpuSeconds() - server_cpu0 : -1;
   const double self_cpu = SelfCpuSeconds() - self_cpu0;

@@ -3,15 +3,19 @@
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "google/rpc/status.pb.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
@@ -120,17 +124,13 @@ std::unique_ptr<grpc::ClientContext> Client::NewContext(bool deadline) const {
   return context;
 }
 
-void Client::Backoff(int attempt) {
+absl::Duration Client::BackoffDelay(int attempt) {
   absl::Duration backoff = kFirstBackoff;
   for (int i = 2; i < attempt && backoff < kMaxBackoff; ++i) backoff *= 2;
   backoff = std::min(backoff, kMaxBackoff);
-  absl::Duration sleep;
-  {
-    absl::MutexLock lock(&random_mu_);
-    sleep = absl::Microseconds(absl::Uniform<int64_t>(
-        random_, absl::ToInt64Microseconds(backoff) / 2, absl::ToInt64Microseconds(backoff) + 1));
-  }
-  absl::SleepFor(sleep);
+  absl::MutexLock lock(&random_mu_);
+  return absl::Microseconds(absl::Uniform<int64_t>(random_, absl::ToInt64Microseconds(backoff) / 2,
+                                                   absl::ToInt64Microseconds(backoff) + 1));
 }
 
 std::string Client::NewIdempotencyKey() {
@@ -147,7 +147,7 @@ absl::StatusOr<Response> Client::Call(bool retry_safe, Stub* stub,
   const int attempts = retry_safe ? options_.max_attempts : 1;
   grpc::Status status;
   for (int attempt = 1; attempt <= attempts; ++attempt) {
-    if (attempt > 1) Backoff(attempt);
+    if (attempt > 1) absl::SleepFor(BackoffDelay(attempt));
     std::unique_ptr<grpc::ClientContext> context = NewContext(/*deadline=*/true);
     Response response;
     status = (stub->*method)(context.get(), request, &response);
@@ -155,6 +155,69 @@ absl::StatusOr<Response> Client::Call(bool retry_safe, Stub* stub,
     if (status.error_code() != grpc::StatusCode::UNAVAILABLE) break;
   }
   return FromGrpcStatus(status);
+}
+
+// One non-blocking call and its attempts. Shared by the callbacks that may still run (the
+// attempt's and the backoff timer's), so it lives until the last of them has returned.
+template <typename Request, typename Response>
+class Client::AsyncCall : public std::enable_shared_from_this<AsyncCall<Request, Response>> {
+ public:
+  AsyncCall(Client* client, int attempts, AsyncMethod<Request, Response> method, Request request,
+            Done<Response> done)
+      : client_(client),
+        attempts_(attempts),
+        method_(method),
+        request_(std::move(request)),
+        done_(std::move(done)) {}
+
+  void Attempt() {
+    ++attempt_;
+    context_ = client_->NewContext(/*deadline=*/true);
+    response_.Clear();
+    std::shared_ptr<AsyncCall> self = this->shared_from_this();
+    (client_->market_->async()->*method_)(context_.get(), &request_, &response_,
+                                          [self](grpc::Status status) { self->Answered(status); });
+  }
+
+ private:
+  void Answered(const grpc::Status& status) {
+    if (status.ok()) {
+      done_(std::move(response_));
+      return;
+    }
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && attempt_ < attempts_) {
+      // A timer per retry, kept until the call ends: a timer is never destroyed while its own
+      // callback may still be running.
+      alarms_.push_back(std::make_unique<grpc::Alarm>());
+      std::shared_ptr<AsyncCall> self = this->shared_from_this();
+      alarms_.back()->Set(absl::ToChronoTime(absl::Now() + client_->BackoffDelay(attempt_ + 1)),
+                          [self](bool /*fired*/) mutable {
+                            // Not kept by the timer past this call: no cycle through alarms_.
+                            std::shared_ptr<AsyncCall> call = std::move(self);
+                            call->Attempt();
+                          });
+      return;
+    }
+    done_(FromGrpcStatus(status));
+  }
+
+  Client* const client_;
+  const int attempts_;
+  const AsyncMethod<Request, Response> method_;
+  const Request request_;
+  Done<Response> done_;
+  int attempt_ = 0;
+  std::unique_ptr<grpc::ClientContext> context_;
+  Response response_;
+  std::vector<std::unique_ptr<grpc::Alarm>> alarms_;
+};
+
+template <typename Request, typename Response>
+void Client::CallAsync(bool retry_safe, AsyncMethod<Request, Response> method, Request request,
+                       Done<Response> done) {
+  std::make_shared<AsyncCall<Request, Response>>(this, retry_safe ? options_.max_attempts : 1,
+                                                 method, std::move(request), std::move(done))
+      ->Attempt();
 }
 
 // ---- MarketService ------------------------------------------------------------------------------
@@ -200,6 +263,28 @@ absl::StatusOr<v1::Allocation> Client::ReleaseAllocation(
   return Call(true, market_.get(), &v1::MarketService::Stub::ReleaseAllocation, request);
 }
 
+void Client::AllocateAsync(v1::AllocateRequest request, Done<v1::Allocation> done) {
+  if (request.request().idempotency_key().empty()) {
+    request.mutable_request()->set_idempotency_key(NewIdempotencyKey());
+  }
+  CallAsync<v1::AllocateRequest, v1::Allocation>(
+      true, &v1::MarketService::StubInterface::async_interface::Allocate, std::move(request),
+      std::move(done));
+}
+
+void Client::ReleaseAllocationAsync(v1::ReleaseAllocationRequest request,
+                                    Done<v1::Allocation> done) {
+  CallAsync<v1::ReleaseAllocationRequest, v1::Allocation>(
+      true, &v1::MarketService::StubInterface::async_interface::ReleaseAllocation,
+      std::move(request), std::move(done));
+}
+
+void Client::PingAsync(Done<v1::PingResponse> done) {
+  CallAsync<v1::PingRequest, v1::PingResponse>(
+      true, &v1::MarketService::StubInterface::async_interface::Ping, v1::PingRequest(),
+      std::move(done));
+}
+
 absl::StatusOr<v1::Invoice> Client::GetInvoice(const v1::GetInvoiceRequest& request) {
   return Call(true, market_.get(), &v1::MarketService::Stub::GetInvoice, request);
 }
@@ -208,7 +293,7 @@ absl::Status Client::WatchAllocations(const v1::WatchAllocationsRequest& request
                                       absl::FunctionRef<bool(const v1::Allocation&)> on_change) {
   grpc::Status status;
   for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
-    if (attempt > 1) Backoff(attempt);
+    if (attempt > 1) absl::SleepFor(BackoffDelay(attempt));
     std::unique_ptr<grpc::ClientContext> context = NewContext(/*deadline=*/false);
     std::unique_ptr<grpc::ClientReader<v1::Allocation>> reader =
         market_->WatchAllocations(context.get(), request);

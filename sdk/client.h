@@ -51,11 +51,22 @@
 // v1::Rejection (why, and what would work) as a status payload: RejectionOf() returns it. A Quote
 // without hold answers `available = false` with the rejection in its response instead.
 //
+// NON-BLOCKING CALLS
+// AllocateAsync, ReleaseAllocationAsync and PingAsync start a call and return at once; `done`
+// later gets exactly what the blocking call would have returned, with the same deadline per
+// attempt, the same retries after the same backoff (waited out by a timer, no thread sleeps) and,
+// for Allocate, the same idempotency key on every attempt. `done` runs exactly once, on a thread
+// of gRPC's: it must not block (no blocking calls inside it), and it may start further
+// non-blocking calls. Many calls may be in flight at once on one Client; destroy the Client only
+// after the `done` of every call it started has run. One thread can so keep many calls in
+// flight, where blocking calls need a thread each.
+//
 // THREAD SAFETY
 // A Client is thread-safe: one instance may serve any number of threads at once.
 #ifndef SUANLI_SDK_CLIENT_H_
 #define SUANLI_SDK_CLIENT_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -138,6 +149,13 @@ class Client {
   // Retried only when request.new_end is set; an extension `by` is not safe to repeat.
   absl::StatusOr<v1::Allocation> ExtendAllocation(const v1::ExtendAllocationRequest& request);
   absl::StatusOr<v1::Allocation> ReleaseAllocation(const v1::ReleaseAllocationRequest& request);
+
+  // ---- Non-blocking calls (see NON-BLOCKING CALLS above) ----
+  template <typename Response>
+  using Done = std::function<void(absl::StatusOr<Response>)>;
+  void AllocateAsync(v1::AllocateRequest request, Done<v1::Allocation> done);
+  void ReleaseAllocationAsync(v1::ReleaseAllocationRequest request, Done<v1::Allocation> done);
+  void PingAsync(Done<v1::PingResponse> done);
   // Calls on_change with each of the caller's allocations as it is now, then with every change,
   // until on_change returns false (then OK), the broker ends the stream (OK) or the stream fails
   // (its status). No deadline. Opening the stream is retried on UNAVAILABLE like a read until the
@@ -193,10 +211,20 @@ class Client {
                                 grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                                              Response*),
                                 const Request& request);
+  // A MarketService method on gRPC's callback API.
+  template <typename Request, typename Response>
+  using AsyncMethod = void (v1::MarketService::StubInterface::async_interface::*)(
+      grpc::ClientContext*, const Request*, Response*, std::function<void(grpc::Status)>);
+  template <typename Request, typename Response>
+  class AsyncCall;
+  // Starts `method` of the market service with the retries of Call; `done` gets the outcome.
+  template <typename Request, typename Response>
+  void CallAsync(bool retry_safe, AsyncMethod<Request, Response> method, Request request,
+                 Done<Response> done);
   // A context with the authorization header and, when `deadline`, the attempt's deadline.
   std::unique_ptr<grpc::ClientContext> NewContext(bool deadline) const;
-  // Sleeps before attempt `attempt` (2, 3, ...).
-  void Backoff(int attempt);
+  // How long to wait before attempt `attempt` (2, 3, ...): 50ms doubling up to 2s, with jitter.
+  absl::Duration BackoffDelay(int attempt);
   std::string NewIdempotencyKey();
 
   const ClientOptions options_;

@@ -2,11 +2,18 @@
 // as statuses, which calls are retried and with which idempotency key, deadlines, and watching.
 #include "sdk/client.h"
 
+#include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/sdk/fake_broker.h"
@@ -263,6 +270,151 @@ TEST_F(ClientTest, WatchStopsWhenTheCallbackSaysSo) {
   });
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_THAT(ids, ElementsAre("alloc-1", "alloc-2"));
+}
+
+// The outcome of one non-blocking call; answering twice fails the test (Notify twice aborts).
+template <typename T>
+class Awaited {
+ public:
+  Client::Done<T> Callback() {
+    return [this](absl::StatusOr<T> r) {
+      result_ = std::move(r);
+      done_.Notify();
+    };
+  }
+  // Waits (bounded, so that a lost answer fails instead of hanging) and returns the outcome.
+  absl::StatusOr<T> Get() {
+    if (!done_.WaitForNotificationWithTimeout(absl::Seconds(30))) {
+      return absl::DeadlineExceededError("no answer in 30s");
+    }
+    return result_;
+  }
+
+ private:
+  absl::Notification done_;
+  absl::StatusOr<T> result_ = absl::UnknownError("not answered");
+};
+
+TEST_F(ClientTest, AllocateAsyncAnswersWhatAllocateWould) {
+  std::unique_ptr<Client> client = Connect();
+  ASSERT_NE(client, nullptr);
+  Awaited<v1::Allocation> a;
+  client->AllocateAsync(SixteenGpus(), a.Callback());
+  absl::StatusOr<v1::Allocation> got = a.Get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->id(), "alloc-1");
+  EXPECT_EQ(got->slices(0).gpus(), 16);
+  EXPECT_THAT(broker_.market.seen().authorizations, ElementsAre("Bearer sk_key1_secret"));
+}
+
+TEST_F(ClientTest, AllocateAsyncIsRetriedAfterABackoffWithOneGeneratedKey) {
+  broker_.market.allocate_outages = 2;
+  std::unique_ptr<Client> client = Connect();
+  ASSERT_NE(client, nullptr);
+  Awaited<v1::Allocation> a;
+  const absl::Time t0 = absl::Now();
+  client->AllocateAsync(SixteenGpus(), a.Callback());
+  absl::StatusOr<v1::Allocation> got = a.Get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  // Two backoffs of at least 25ms and 50ms (50ms and 100ms, with jitter down to half).
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(75));
+  const std::vector<std::string> keys = broker_.market.seen().allocate_keys;
+  ASSERT_THAT(keys, SizeIs(3));
+  EXPECT_THAT(keys[0], StartsWith("sdk-"));
+  EXPECT_THAT(keys, Each(keys[0]));
+  EXPECT_EQ(got->request().idempotency_key(), keys[0]);
+}
+
+TEST_F(ClientTest, AsyncRetriesStopAfterMaxAttempts) {
+  broker_.market.allocate_outages = 100;
+  std::unique_ptr<Client> client = Connect(/*max_attempts=*/3);
+  ASSERT_NE(client, nullptr);
+  Awaited<v1::Allocation> a;
+  client->AllocateAsync(SixteenGpus(), a.Callback());
+  EXPECT_EQ(a.Get().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(broker_.market.seen().allocate_calls, 3);
+}
+
+TEST_F(ClientTest, AsyncRejectionCarriesItsDetails) {
+  broker_.market.allocate_rejects = true;
+  broker_.market.rejection.set_reason(v1::REJECT_REASON_PRICE_ABOVE_CEILING);
+  std::unique_ptr<Client> client = Connect();
+  ASSERT_NE(client, nullptr);
+  Awaited<v1::Allocation> a;
+  client->AllocateAsync(SixteenGpus(), a.Callback());
+  const absl::Status s = a.Get().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  std::optional<v1::Rejection> rejection = RejectionOf(s);
+  ASSERT_TRUE(rejection.has_value());
+  EXPECT_EQ(rejection->reason(), v1::REJECT_REASON_PRICE_ABOVE_CEILING);
+  // A rejection is an answer, not an outage: not retried.
+  EXPECT_EQ(broker_.market.seen().allocate_calls, 1);
+}
+
+TEST_F(ClientTest, ReleaseAllocationAsyncIsRetried) {
+  broker_.market.release_outages = 1;
+  std::unique_ptr<Client> client = Connect();
+  ASSERT_NE(client, nullptr);
+  v1::ReleaseAllocationRequest release;
+  release.set_allocation_id("alloc-7");
+  Awaited<v1::Allocation> a;
+  client->ReleaseAllocationAsync(release, a.Callback());
+  absl::StatusOr<v1::Allocation> got = a.Get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->end_reason(), v1::END_REASON_RELEASED);
+  EXPECT_THAT(broker_.market.seen().released, ElementsAre("alloc-7", "alloc-7"));
+}
+
+TEST_F(ClientTest, ManyAsyncCallsInFlightAreEachAnsweredOnce) {
+  std::unique_ptr<Client> client = Connect();
+  ASSERT_NE(client, nullptr);
+  constexpr int kCalls = 200;
+  std::vector<Awaited<v1::PingResponse>> pings(kCalls);
+  for (Awaited<v1::PingResponse>& p : pings) client->PingAsync(p.Callback());
+  for (Awaited<v1::PingResponse>& p : pings) {
+    absl::StatusOr<v1::PingResponse> pong = p.Get();
+    ASSERT_TRUE(pong.ok()) << pong.status();
+    EXPECT_EQ(pong->account_id(), "acc-buyer-1");
+  }
+  EXPECT_THAT(broker_.market.seen().authorizations, SizeIs(kCalls));
+}
+
+TEST_F(ClientTest, DoneMayStartTheNextCall) {
+  std::unique_ptr<Client> client = Connect();
+  ASSERT_NE(client, nullptr);
+  // Ten calls one after the other, each started from the previous one's callback.
+  std::atomic<int> left{10};
+  absl::Notification all;
+  std::function<void(absl::StatusOr<v1::PingResponse>)> next =
+      [&](const absl::StatusOr<v1::PingResponse>& pong) {
+        EXPECT_TRUE(pong.ok()) << pong.status();
+        if (--left == 0) {
+          all.Notify();
+        } else {
+          client->PingAsync(next);
+        }
+      };
+  client->PingAsync(next);
+  ASSERT_TRUE(all.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_THAT(broker_.market.seen().authorizations, SizeIs(10));
+}
+
+TEST_F(ClientTest, AnAsyncCallToABrokerThatIsDownIsUnavailable) {
+  std::string address;
+  {
+    FakeBroker gone;
+    ASSERT_TRUE(gone.started());
+    address = gone.address();
+  }
+  ClientOptions options;
+  options.target = address;
+  options.api_key = kKey;
+  options.max_attempts = 2;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  Awaited<v1::PingResponse> p;
+  (*client)->PingAsync(p.Callback());
+  EXPECT_EQ(p.Get().status().code(), absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ class FakeMarket final : public v1::MarketService::Service {
   v1::Rejection rejection;    // sent when allocate_rejects
   int quote_outages = 0;      // the next this many Quote calls fail with UNAVAILABLE
   int extend_outages = 0;     // the next this many ExtendAllocation calls fail with UNAVAILABLE
+  int release_outages = 0;    // the next this many ReleaseAllocation calls fail with UNAVAILABLE
   bool get_blocks = false;    // GetAllocation waits until the caller gives up
   v1::Allocation allocation;  // what GetAllocation answers when it does not block
   int watch_count = 3;        // allocations WatchAllocations sends before it ends
@@ -58,6 +59,7 @@ class FakeMarket final : public v1::MarketService::Service {
     int quote_calls = 0;
     int get_calls = 0;
     std::vector<v1::ExtendAllocationRequest> extends;
+    std::vector<std::string> released;  // allocation ids of ReleaseAllocation calls
   };
   Seen seen() const {
     absl::MutexLock lock(&mu_);
@@ -140,6 +142,21 @@ class FakeMarket final : public v1::MarketService::Service {
     *out = allocation;
     out->set_id(r->allocation_id());
     *out->mutable_end() = r->new_end();
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ReleaseAllocation(grpc::ServerContext* ctx, const v1::ReleaseAllocationRequest* r,
+                                 v1::Allocation* out) override {
+    absl::MutexLock lock(&mu_);
+    RecordLocked(ctx);
+    seen_.released.push_back(r->allocation_id());
+    if (release_outages > 0) {
+      --release_outages;
+      return Unavailable();
+    }
+    out->set_id(r->allocation_id());
+    out->set_state(v1::ALLOCATION_STATE_ENDED);
+    out->set_end_reason(v1::END_REASON_RELEASED);
     return grpc::Status::OK;
   }
 
