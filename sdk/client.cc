@@ -1,6 +1,8 @@
 #include "sdk/client.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -10,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -53,6 +56,36 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::stringstream contents;
   contents << in.rdbuf();
   return contents.str();
+}
+
+// gRPC 1.51 serves the callback API of every channel from one process-wide completion queue,
+// which it tears down when the last channel that used it is destroyed and builds again for the
+// next one; that teardown races with the queue's own threads (an abort, "assertion failed:
+// prior > 0", in grpc_cq_internal_unref). Once a program makes a non-blocking call, one channel
+// that never connects (a unix socket path that does not exist) makes one callback call and is
+// kept for the life of the process, so that the queue is built once and never torn down.
+struct CallbackQueueKeeper {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::MarketService::Stub> stub;
+  grpc::ClientContext context;
+  v1::PingRequest request;
+  v1::PingResponse response;
+};
+
+// Never deleted (it must outlive every other channel); held here so that it stays reachable.
+std::atomic<CallbackQueueKeeper*> callback_queue_keeper{nullptr};
+
+void KeepCallbackQueue() {
+  static absl::once_flag once;
+  absl::call_once(once, [] {
+    auto* k = new CallbackQueueKeeper;
+    k->channel = grpc::CreateChannel("unix:/nonexistent/suanli-sdk-callback-queue",
+                                     grpc::InsecureChannelCredentials());
+    k->stub = v1::MarketService::NewStub(k->channel);
+    k->context.set_deadline(std::chrono::system_clock::now());
+    k->stub->async()->Ping(&k->context, &k->request, &k->response, [](const grpc::Status&) {});
+    callback_queue_keeper.store(k);
+  });
 }
 
 }  // namespace
@@ -215,6 +248,7 @@ class Client::AsyncCall : public std::enable_shared_from_this<AsyncCall<Request,
 template <typename Request, typename Response>
 void Client::CallAsync(bool retry_safe, AsyncMethod<Request, Response> method, Request request,
                        Done<Response> done) {
+  KeepCallbackQueue();
   std::make_shared<AsyncCall<Request, Response>>(this, retry_safe ? options_.max_attempts : 1,
                                                  method, std::move(request), std::move(done))
       ->Attempt();
