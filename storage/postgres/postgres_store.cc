@@ -472,7 +472,7 @@ absl::Status WriteRows(absl::string_view store, pqxx::work& w, const Batch& batc
   }
 
   if (!batch.claims.empty()) {
-    step = Step("writing claims");
+    step = Step("writing claims", "23514", "a node would be oversold");  // checked per statement
     RowWriter out(w, kClaims);
     for (const ClaimRow& r : batch.claims) {
       out.Add({Int(r.allocation_id), r.node_id, Int(r.node_gpus), Int(r.gpus), Time(r.from),
@@ -720,7 +720,7 @@ absl::Status PostgresStore::Commit(const Batch& batch) {
     // The transaction's id, to ask the server about it should the connection break in COMMIT.
     txid = w.exec1("SELECT txid_current()")[0].as<int64_t>();
     if (absl::Status s = WriteRows(name_, w, batch, step); !s.ok()) return s;  // rolled back
-    step = Step("committing", "23514", "a node would be oversold");  // the trigger runs now
+    step = Step("committing");  // the deferred checks (ledger balance, foreign keys) run now
     w.commit();
     return absl::OkStatus();
   });

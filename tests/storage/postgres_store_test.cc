@@ -269,14 +269,15 @@ TEST_F(PostgresStoreTest, OlderSchemaIsUpgradedKeepingItsRows) {
   std::unique_ptr<Store> store = MustOpen(db_->url());
   ASSERT_NE(store, nullptr);
   EXPECT_THAT(store->Describe(), HasSubstr(absl::StrCat("(schema v", LatestSchemaVersion())));
-  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3|4");
+  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3|4|5");
   absl::StatusOr<Contents> c = store->Load();
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_EQ(c->allocations.size(), 1u);
   EXPECT_EQ(c->allocations[0].payload, std::string("\0\xff", 2));
   EXPECT_EQ(
       Query(db_->url(), "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY tgname"),
-      "allocation_claims_refuse_oversold|ledger_legs_balance|ledger_legs_immutable");
+      "allocation_claims_refuse_oversold|allocation_claims_refuse_oversold_update|"
+      "ledger_legs_balance|ledger_legs_immutable");
 }
 
 // Tables that are not suanlid's: FAILED_PRECONDITION, and nothing is created.
@@ -303,7 +304,7 @@ TEST_F(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
   b.join();
   EXPECT_TRUE(first.ok()) << first;
   EXPECT_TRUE(second.ok()) << second;
-  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3|4");
+  EXPECT_EQ(Query(db_->url(), "SELECT version FROM schema_version ORDER BY version"), "1|2|3|4|5");
 }
 
 // PostgreSQL text holds neither NUL bytes nor invalid UTF-8: such a batch is INVALID_ARGUMENT
@@ -343,10 +344,11 @@ TEST_F(PostgresStoreTest, OversellTriggerGuardsWritesFromElsewhere) {
   pqxx::connection conn(db_->url());
   pqxx::work w(conn);
   w.exec("INSERT INTO allocations VALUES (2, 'b', 2, '', 0, '')");
-  w.exec(absl::StrCat("INSERT INTO allocation_claims VALUES (2, 'n1', 8, 1, ",
-                      absl::ToUnixMicros(b.claims[0].until) - 1, ", ",
-                      absl::ToUnixMicros(b.claims[0].until) + 5, ")"));
   try {
+    // Refused when the statement ends (the check runs per statement, see migration 005).
+    w.exec(absl::StrCat("INSERT INTO allocation_claims VALUES (2, 'n1', 8, 1, ",
+                        absl::ToUnixMicros(b.claims[0].until) - 1, ", ",
+                        absl::ToUnixMicros(b.claims[0].until) + 5, ")"));
     w.commit();
     ADD_FAILURE() << "an oversold node was stored";
   } catch (const pqxx::sql_error& e) {
@@ -354,6 +356,73 @@ TEST_F(PostgresStoreTest, OversellTriggerGuardsWritesFromElsewhere) {
     EXPECT_THAT(std::string(e.what()), HasSubstr("oversold: node n1 would have 9 GPUs claimed"));
   }
   EXPECT_EQ(Count("allocation_claims"), "1");
+}
+
+// The check runs once per statement over every row it wrote: claims that fit one by one but not
+// together are refused, in one INSERT and through an UPDATE.
+TEST_F(PostgresStoreTest, OversellTriggerSeesEveryRowOfAStatement) {
+  std::unique_ptr<Store> store = MustOpen(db_->url());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Commit(Rows("one", 1)).ok());
+  PostgresExec(db_->url(),
+               "INSERT INTO allocations VALUES (2, 'b', 2, '', 0, ''), (3, 'b', 2, '', 0, '')");
+  auto refused = [&](const std::string& sql, const std::string& what) {
+    pqxx::connection conn(db_->url());
+    pqxx::work w(conn);
+    try {
+      w.exec(sql);
+      w.commit();
+      ADD_FAILURE() << what << ": an oversold node was stored";
+    } catch (const pqxx::sql_error& e) {
+      EXPECT_EQ(e.sqlstate(), "23514") << what;
+      EXPECT_THAT(std::string(e.what()), HasSubstr("oversold: node n2 would have 10 GPUs")) << what;
+    }
+  };
+  // 5 + 5 GPUs of 8 from instant 150 to 200.
+  refused(
+      "INSERT INTO allocation_claims VALUES (2, 'n2', 8, 5, 100, 200), (3, 'n2', 8, 5, 150, 300)",
+      "one INSERT");
+  refused(
+      "INSERT INTO allocation_claims VALUES (2, 'n2', 8, 5, 100, 200), (3, 'n9', 8, 5, 150, 300); "
+      "UPDATE allocation_claims SET node_id = 'n2' WHERE allocation_id = 3",
+      "an UPDATE");
+  EXPECT_EQ(Count("allocation_claims"), "1");
+}
+
+// The ledger's rules hold for writes that do not come through the store, with the balance
+// checked on each entry's last leg only.
+TEST_F(PostgresStoreTest, LedgerRulesGuardWritesFromElsewhere) {
+  std::unique_ptr<Store> store = MustOpen(db_->url());
+  ASSERT_NE(store, nullptr);
+  auto legs = [](absl::string_view rows) {
+    return absl::StrCat(
+        "INSERT INTO ledger_legs (entry_id, leg, last_leg, at_us, allocation_id, kind, account, "
+        "amount_micros) VALUES ",
+        rows);
+  };
+  auto run = [&](const std::string& sql) -> std::string {
+    pqxx::connection conn(db_->url());
+    pqxx::work w(conn);
+    try {
+      w.exec(sql);
+      w.commit();
+      return "stored";
+    } catch (const pqxx::sql_error& e) {
+      return e.sqlstate();
+    }
+  };
+  ASSERT_EQ(run(legs("(1, 0, 1, 0, 1, 1, 'buyer:a', -5), (1, 1, 1, 0, 1, 1, 'operator:o', 5)")),
+            "stored");
+  EXPECT_EQ(run(legs("(2, 0, 1, 0, 1, 1, 'buyer:a', -5), (2, 1, 1, 0, 1, 1, 'operator:o', 4)")),
+            "23000")
+      << "unbalanced";
+  EXPECT_EQ(run(legs("(3, 0, 2, 0, 1, 1, 'buyer:a', -5), (3, 2, 2, 0, 1, 1, 'operator:o', 5)")),
+            "23000")
+      << "a leg missing";
+  EXPECT_EQ(run(legs("(4, 0, 1, 0, 1, 1, 'buyer:a', 0)")), "23503") << "no last leg";
+  EXPECT_EQ(run(legs("(1, 2, 2, 0, 1, 1, 'fee:x', 0)")), "23000") << "a leg added to entry 1";
+  EXPECT_EQ(run(legs("(1, 1, 1, 0, 1, 1, 'fee:x', 0)")), "23505") << "a leg replaced in entry 1";
+  EXPECT_EQ(Count("ledger_legs"), "2");
 }
 
 }  // namespace

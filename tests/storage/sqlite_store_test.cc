@@ -154,7 +154,8 @@ TEST_F(SqliteStoreTest, FileHoldsWhatOtherToolsExpect) {
   RawDb raw(Path("suanli.db"));
   EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Query("SELECT version || ' ' || name FROM schema_version ORDER BY version"),
-            "1 001_initial|2 002_allocation_claims|3 003_ledger|4 004_decision_minutes");
+            "1 001_initial|2 002_allocation_claims|3 003_ledger|4 004_decision_minutes|"
+            "5 005_checks_per_statement");
   EXPECT_EQ(raw.Query("SELECT typeof(at_us) || ' ' || at_us FROM capacity_journal"),
             "integer 1800000000123456");
   EXPECT_EQ(raw.Query("SELECT typeof(payload) || ' ' || length(payload) FROM capacity_journal"),
@@ -199,7 +200,7 @@ TEST_F(SqliteStoreTest, OlderSchemaIsUpgradedKeepingItsRows) {
   EXPECT_THAT(std::string(s.message()),
               HasSubstr("claim of allocation 8 on node \"n1\": the node would be oversold"));
   RawDb raw(Path("v1.db"));
-  EXPECT_EQ(raw.Query("SELECT version FROM schema_version ORDER BY version"), "1|2|3|4");
+  EXPECT_EQ(raw.Query("SELECT version FROM schema_version ORDER BY version"), "1|2|3|4|5");
 }
 
 TEST_F(SqliteStoreTest, EmptyFileIsGivenTheLatestSchema) {
