@@ -55,7 +55,7 @@ constexpr std::pair<const char*, const char*> kConnectionDefaults[] = {
 // Serializes migrations of one database (advisory locks are per database).
 constexpr int64_t kMigrationLock = 0x7375616e6c6901;  // "suanli" 1
 
-// A multi-row INSERT holds at most this many rows, and is sent once its values pass
+// An INSERT statement holds at most this many rows, and is sent once its values pass
 // kMaxStatementBytes (a batch may hold thousands of rows and megabytes of payloads).
 constexpr size_t kMaxStatementRows = 1000;
 constexpr size_t kMaxStatementBytes = size_t{8} << 20;
@@ -316,7 +316,8 @@ absl::Status CheckNoNul(absl::string_view store, const Batch& batch) {
 
 // ---- Writing.
 
-// A multi-row INSERT: `head` VALUES (...), ... `tail`, each value cast to its column's type.
+// An INSERT of many rows: `head` SELECT * FROM unnest(one array per column) `tail`, each array
+// cast to its column's type.
 struct InsertSql {
   const char* head;
   std::vector<const char*> types;
@@ -362,23 +363,43 @@ const InsertSql kDecisionMinutes = {"INSERT INTO decision_minutes (minute, count
                                     {"bigint", "bytea"},
                                     "ON CONFLICT (minute) DO UPDATE SET counts = excluded.counts"};
 
-// Sends rows in multi-row INSERT statements of up to kMaxStatementRows rows. One statement may
-// not upsert a key twice (PostgreSQL refuses), so a row whose key is already in the pending
-// statement sends that statement first: the rows are written in their order, as one at a time.
+// Appends `value` to the text of a PostgreSQL array literal, as one quoted element.
+void AppendElement(std::string* array, absl::string_view value) {
+  array->push_back(array->empty() ? '{' : ',');
+  array->push_back('"');
+  for (const char c : value) {
+    if (c == '"' || c == '\\') array->push_back('\\');
+    array->push_back(c);
+  }
+  array->push_back('"');
+}
+
+// Sends rows in INSERT statements of up to kMaxStatementRows rows, each column as one array
+// parameter: INSERT ... SELECT * FROM unnest($1::type[], $2::type[], ...). The statement's text is
+// the same for any number of rows, so the server parses a few hundred bytes per statement instead
+// of a VALUES list with a parameter per value. One statement may not upsert a key twice
+// (PostgreSQL refuses), so a row whose key is already in the pending statement sends that
+// statement first: the rows are written in their order, as one at a time.
 class RowWriter {
  public:
-  RowWriter(pqxx::work& w, const InsertSql& sql) : w_(w), sql_(sql) {}
+  RowWriter(pqxx::work& w, const InsertSql& sql) : w_(w), sql_(sql), columns_(sql.types.size()) {
+    sql_text_ = absl::StrCat(sql_.head, " SELECT * FROM unnest(");
+    for (size_t col = 0; col < sql_.types.size(); ++col) {
+      absl::StrAppend(&sql_text_, col == 0 ? "$" : ", $", col + 1, "::", sql_.types[col], "[]");
+    }
+    absl::StrAppend(&sql_text_, ") ", sql_.tail);
+  }
 
   // Adds a row of values in the order of sql.types; `key`, when not empty, identifies the row
   // for an upsert.
-  void Add(std::vector<std::string> values, std::string key = "") {
+  void Add(const std::vector<std::string>& values, std::string key = "") {
     if (!key.empty() && !keys_.insert(key).second) {
       Flush();
       keys_.insert(std::move(key));
     }
-    for (std::string& v : values) {
-      bytes_ += v.size();
-      params_.push_back(std::move(v));
+    for (size_t col = 0; col < columns_.size(); ++col) {
+      bytes_ += values[col].size();
+      AppendElement(&columns_[col], values[col]);
     }
     if (++rows_ >= kMaxStatementRows || bytes_ >= kMaxStatementBytes) Flush();
   }
@@ -386,18 +407,9 @@ class RowWriter {
   // Sends the pending rows, if any.
   void Flush() {
     if (rows_ == 0) return;
-    std::string sql = absl::StrCat(sql_.head, " VALUES ");
-    size_t n = 0;
-    for (size_t row = 0; row < rows_; ++row) {
-      absl::StrAppend(&sql, row == 0 ? "(" : ", (");
-      for (size_t col = 0; col < sql_.types.size(); ++col) {
-        absl::StrAppend(&sql, col == 0 ? "$" : ", $", ++n, "::", sql_.types[col]);
-      }
-      sql.push_back(')');
-    }
-    absl::StrAppend(&sql, " ", sql_.tail);
-    w_.exec_params(sql, pqxx::prepare::make_dynamic_params(params_));
-    params_.clear();
+    for (std::string& column : columns_) column.push_back('}');
+    w_.exec_params(sql_text_, pqxx::prepare::make_dynamic_params(columns_));
+    for (std::string& column : columns_) column.clear();
     keys_.clear();
     rows_ = 0;
     bytes_ = 0;
@@ -406,7 +418,8 @@ class RowWriter {
  private:
   pqxx::work& w_;
   const InsertSql& sql_;
-  std::vector<std::string> params_;
+  std::string sql_text_;
+  std::vector<std::string> columns_;  // one array literal per column, closed by Flush
   absl::flat_hash_set<std::string> keys_;
   size_t rows_ = 0;
   size_t bytes_ = 0;

@@ -310,7 +310,8 @@ TEST_P(StoreContractTest, EveryFieldOfEveryRowRoundTrips) {
   constexpr int32_t kMax32 = std::numeric_limits<int32_t>::max();
   constexpr int64_t kMax64 = std::numeric_limits<int64_t>::max();
   Batch b;
-  // Text with quotes, SQL, and UTF-8; times with microseconds, before the epoch and infinite.
+  // Text with quotes, backslashes, braces, SQL and UTF-8; times with microseconds, before the
+  // epoch and infinite.
   b.accounts.push_back({"acct-'; DROP TABLE accounts; --", kMax32, "O'Brien \"算力\"",
                         Micros(1'800'000'000'123'457)});
   b.accounts.push_back({"acct-2", kMin32, "", Micros(-1'234'567)});
@@ -323,6 +324,7 @@ TEST_P(StoreContractTest, EveryFieldOfEveryRowRoundTrips) {
       {7, "acct-2", kMax32, AllBytes(), absl::InfiniteFuture(), "offer-1,offer-2,offer-1"});
   b.allocations.push_back({kMax64, "", kMin32, "", absl::UnixEpoch(), ""});
   b.idempotency.push_back({"acct-2", "key\twith\ttabs", AllBytes(), 7, ""});
+  b.idempotency.push_back({"acct-2", R"(key\with {"braces"}, \" NULL)", "", 8, ""});
   b.idempotency.push_back({"acct-2", "rejected", Blob(1, 100), 0, AllBytes()});
   MustCommit(b);
 
@@ -332,7 +334,7 @@ TEST_P(StoreContractTest, EveryFieldOfEveryRowRoundTrips) {
   want.api_keys = b.api_keys;
   want.capacity = b.capacity;
   want.allocations = b.allocations;
-  want.idempotency = b.idempotency;  // "key\t..." < "rejected"
+  want.idempotency = b.idempotency;  // "key\t..." < "key\\..." < "rejected"
   EXPECT_EQ(Dump(c), Dump(want));
   // The dump shows times to the nanosecond; check the ones it could hide.
   ASSERT_EQ(c.capacity.size(), 2u);
