@@ -710,11 +710,19 @@ struct ClientResult {
 // One client of the request stream: its calls go out one at a time, on gRPC's callback API (no
 // thread per client). After each answer it releases while the market is busy (WORKLOAD.md), then
 // takes the next request: at once (closed loop), or when the pacer hands it one (open loop).
-// Its callbacks never overlap, so its ClientResult needs no lock.
-class StreamClient {
+// Its callbacks never overlap, so its ClientResult needs no lock. Each callback holds the client
+// (and through it the idle list), so that nothing a callback is still returning through is
+// destroyed when the run ends.
+class StreamClient : public std::enable_shared_from_this<StreamClient> {
  public:
-  StreamClient(RunState* st, Worker* w, ClientResult* res, std::function<void(StreamClient*)> free)
-      : st_(st), w_(w), res_(res), free_(std::move(free)) {}
+  // Clients that have nothing in flight: waiting for the pacer (open loop), or done.
+  struct Idle {
+    absl::Mutex mu;
+    std::vector<StreamClient*> clients ABSL_GUARDED_BY(mu);
+  };
+
+  StreamClient(RunState* st, Worker* w, ClientResult* res, std::shared_ptr<Idle> idle)
+      : st_(st), w_(w), res_(res), idle_(std::move(idle)) {}
 
   // Sends request i, counting its latency from `due`.
   void Send(int64_t i, SteadyClock::time_point due) {
@@ -728,7 +736,9 @@ class StreamClient {
           ToProtoTime(absl::FromUnixMicros(absl::ToUnixMicros(sent_ + p_->start_in)));
     }
     w_->buyers[static_cast<size_t>(p_->buyer)]->AllocateAsync(
-        call_, [this](absl::StatusOr<v1::Allocation> a) { Allocated(std::move(a)); });
+        call_, [self = shared_from_this()](absl::StatusOr<v1::Allocation> a) {
+          self->Allocated(std::move(a));
+        });
   }
 
   // Closed loop: sends the next request of the stream, or says it is free when none is left.
@@ -736,7 +746,7 @@ class StreamClient {
     const auto n = static_cast<int64_t>(st_->requests->size());
     const int64_t i = st_->next++;
     if (i >= n) {
-      free_(this);
+      Free();
       return;
     }
     Send(i, SteadyClock::now());
@@ -791,7 +801,7 @@ class StreamClient {
     }
     if (releasing_.id.empty()) {
       if (st_->rate > 0) {
-        free_(this);
+        Free();
       } else {
         SendNext();
       }
@@ -801,7 +811,14 @@ class StreamClient {
     r.set_allocation_id(releasing_.id);
     release_t_ = SteadyClock::now();
     w_->buyers[static_cast<size_t>(releasing_.buyer)]->ReleaseAllocationAsync(
-        std::move(r), [this](absl::StatusOr<v1::Allocation> a) { Released(std::move(a)); });
+        std::move(r), [self = shared_from_this()](absl::StatusOr<v1::Allocation> a) {
+          self->Released(std::move(a));
+        });
+  }
+
+  void Free() {
+    absl::MutexLock lock(&idle_->mu);
+    idle_->clients.push_back(this);
   }
 
   void Released(absl::StatusOr<v1::Allocation> a) {
@@ -820,7 +837,7 @@ class StreamClient {
   RunState* const st_;
   Worker* const w_;
   ClientResult* const res_;
-  const std::function<void(StreamClient*)> free_;
+  const std::shared_ptr<Idle> idle_;
   // The call in flight.
   const Prepared* p_ = nullptr;
   v1::AllocateRequest call_;
@@ -832,17 +849,11 @@ class StreamClient {
 
 // Runs the request stream from one StreamClient per worker until every request is answered.
 void RunStream(RunState* st, std::vector<Worker>& workers, std::vector<ClientResult>& results) {
-  // Clients that have nothing in flight: waiting for the pacer (open loop), or done.
-  absl::Mutex mu;
-  std::vector<StreamClient*> idle;
-  auto free = [&](StreamClient* c) {
-    absl::MutexLock lock(&mu);
-    idle.push_back(c);
-  };
-  std::vector<std::unique_ptr<StreamClient>> clients;
+  auto idle = std::make_shared<StreamClient::Idle>();
+  std::vector<std::shared_ptr<StreamClient>> clients;
   clients.reserve(workers.size());
   for (size_t i = 0; i < workers.size(); ++i) {
-    clients.push_back(std::make_unique<StreamClient>(st, &workers[i], &results[i], free));
+    clients.push_back(std::make_shared<StreamClient>(st, &workers[i], &results[i], idle));
   }
   st->start = SteadyClock::now();
   if (st->rate <= 0) {
@@ -850,8 +861,8 @@ void RunStream(RunState* st, std::vector<Worker>& workers, std::vector<ClientRes
   } else {
     // The pacer: request i is due at i/rate s and goes to the next free client.
     {
-      absl::MutexLock lock(&mu);
-      for (auto& c : clients) idle.push_back(c.get());
+      absl::MutexLock lock(&idle->mu);
+      for (auto& c : clients) idle->clients.push_back(c.get());
     }
     const auto n = static_cast<int64_t>(st->requests->size());
     for (int64_t i = 0; i < n; ++i) {
@@ -861,71 +872,83 @@ void RunStream(RunState* st, std::vector<Worker>& workers, std::vector<ClientRes
       std::this_thread::sleep_until(due);
       StreamClient* c = nullptr;
       {
-        absl::MutexLock lock(&mu);
-        mu.Await(absl::Condition(
-            +[](std::vector<StreamClient*>* v) { return !v->empty(); }, &idle));
-        c = idle.back();
-        idle.pop_back();
+        absl::MutexLock lock(&idle->mu);
+        idle->mu.Await(absl::Condition(
+            +[](std::vector<StreamClient*>* v) { return !v->empty(); }, &idle->clients));
+        c = idle->clients.back();
+        idle->clients.pop_back();
       }
       c->Send(i, due);
     }
   }
   // Every request is sent; wait until every client is idle again.
-  absl::MutexLock lock(&mu);
+  absl::MutexLock lock(&idle->mu);
   const size_t all = clients.size();
-  auto everyone = [&]() { return idle.size() == all; };
-  mu.Await(absl::Condition(&everyone));
+  auto everyone = [&]()
+                      ABSL_SHARED_LOCKS_REQUIRED(idle->mu) { return idle->clients.size() == all; };
+  idle->mu.Await(absl::Condition(&everyone));
 }
 
 // Pings from every client for `seconds`, each keeping one call in flight; returns sorted
 // latencies. Counts failures in *errors.
 std::vector<int64_t> RunPings(std::vector<Worker>& workers, double seconds, int64_t* errors,
                               std::string* first_error) {
-  struct Pinger {
+  // What the pingers share; each callback holds it (through its pinger), so that nothing a
+  // callback is still returning through is destroyed when the phase ends.
+  struct Shared {
+    std::atomic<bool> stop{false};
+    absl::Mutex mu;
+    size_t stopped ABSL_GUARDED_BY(mu) = 0;
+  };
+  struct Pinger : std::enable_shared_from_this<Pinger> {
+    std::shared_ptr<Shared> shared;
     Client* client = nullptr;
     std::vector<int64_t> lat;
     int64_t errors = 0;
     std::string first;
     SteadyClock::time_point t;
-  };
-  std::vector<Pinger> pingers(workers.size());
-  std::atomic<bool> stop{false};
-  absl::Mutex mu;
-  size_t stopped = 0;
-  std::function<void(Pinger*)> ping = [&](Pinger* p) {
-    if (stop.load(std::memory_order_relaxed)) {
-      absl::MutexLock lock(&mu);
-      ++stopped;
-      return;
-    }
-    p->t = SteadyClock::now();
-    p->client->PingAsync([&, p](const absl::StatusOr<v1::PingResponse>& r) {
-      if (r.ok()) {
-        p->lat.push_back(NsSince(p->t));
-      } else {
-        ++p->errors;
-        if (p->first.empty()) p->first = "Ping: " + r.status().ToString();
+
+    void Next() {
+      if (shared->stop.load(std::memory_order_relaxed)) {
+        absl::MutexLock lock(&shared->mu);
+        ++shared->stopped;
+        return;
       }
-      ping(p);
-    });
+      t = SteadyClock::now();
+      client->PingAsync([self = shared_from_this()](const absl::StatusOr<v1::PingResponse>& r) {
+        if (r.ok()) {
+          self->lat.push_back(NsSince(self->t));
+        } else {
+          ++self->errors;
+          if (self->first.empty()) self->first = "Ping: " + r.status().ToString();
+        }
+        self->Next();
+      });
+    }
   };
+  auto shared = std::make_shared<Shared>();
+  std::vector<std::shared_ptr<Pinger>> pingers;
   for (size_t i = 0; i < workers.size(); ++i) {
-    pingers[i].client = workers[i].buyers[i % kBuyers].get();
-    pingers[i].lat.reserve(1 << 14);
+    pingers.push_back(std::make_shared<Pinger>());
+    pingers.back()->shared = shared;
+    pingers.back()->client = workers[i].buyers[i % kBuyers].get();
+    pingers.back()->lat.reserve(1 << 14);
   }
-  for (Pinger& p : pingers) ping(&p);
+  for (auto& p : pingers) p->Next();
   absl::SleepFor(absl::Seconds(seconds));
-  stop = true;
+  shared->stop = true;
   {
-    absl::MutexLock lock(&mu);
-    auto all = [&]() { return stopped == pingers.size(); };
-    mu.Await(absl::Condition(&all));
+    absl::MutexLock lock(&shared->mu);
+    auto all = [&]() ABSL_SHARED_LOCKS_REQUIRED(shared->mu) {
+      return shared->stopped == pingers.size();
+    };
+    shared->mu.Await(absl::Condition(&all));
   }
   std::vector<int64_t> all;
-  for (Pinger& p : pingers) {
-    all.insert(all.end(), p.lat.begin(), p.lat.end());
-    *errors += p.errors;
-    if (first_error->empty()) *first_error = p.first;
+  for (auto& p : pingers) {
+    all.insert(all.end(), p->lat.begin(), p->lat.end());
+    *errors += p->errors;
+    if (first_error->empty()) *first_error = p->first;
   }
   std::sort(all.begin(), all.end());
   return all;

@@ -58,8 +58,10 @@
 // for Allocate, the same idempotency key on every attempt. `done` runs exactly once, on a thread
 // of gRPC's: it must not block (no blocking calls inside it), and it may start further
 // non-blocking calls. Many calls may be in flight at once on one Client; destroy the Client only
-// after the `done` of every call it started has run. One thread can so keep many calls in
-// flight, where blocking calls need a thread each.
+// after the `done` of every call it started has run. They need a channel that serves gRPC's
+// callback API: one Connect made, or one from grpc::CreateChannel, grpc::CreateCustomChannel or a
+// server's InProcessChannel (not a hand-written ChannelInterface). One thread can so keep many
+// calls in flight, where blocking calls need a thread each.
 //
 // THREAD SAFETY
 // A Client is thread-safe: one instance may serve any number of threads at once.
