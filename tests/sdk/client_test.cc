@@ -45,6 +45,23 @@ class ClientTest : public ::testing::Test {
     return client.ok() ? *std::move(client) : nullptr;
   }
 
+  // A client (2 attempts per call) of a broker that was started and stopped: nothing listens.
+  static std::unique_ptr<Client> ConnectToABrokerThatIsGone() {
+    std::string address;
+    {
+      FakeBroker gone;
+      EXPECT_TRUE(gone.started());
+      address = gone.address();
+    }
+    ClientOptions options;
+    options.target = address;
+    options.api_key = kKey;
+    options.max_attempts = 2;
+    absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *std::move(client) : nullptr;
+  }
+
   static v1::AllocateRequest SixteenGpus() {
     v1::AllocateRequest call;
     call.mutable_request()->add_models("H100-SXM5-80G");
@@ -231,19 +248,9 @@ TEST_F(ClientTest, EachAttemptHasADeadline) {
 }
 
 TEST_F(ClientTest, ABrokerThatIsDownIsUnavailable) {
-  std::string address;
-  {
-    FakeBroker gone;
-    ASSERT_TRUE(gone.started());
-    address = gone.address();
-  }
-  ClientOptions options;
-  options.target = address;
-  options.api_key = kKey;
-  options.max_attempts = 2;
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(options);
-  ASSERT_TRUE(client.ok()) << client.status();
-  EXPECT_EQ((*client)->Ping().status().code(), absl::StatusCode::kUnavailable);
+  std::unique_ptr<Client> client = ConnectToABrokerThatIsGone();
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->Ping().status().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST_F(ClientTest, WatchDeliversEveryChangeUntilTheStreamEnds) {
@@ -400,20 +407,10 @@ TEST_F(ClientTest, DoneMayStartTheNextCall) {
 }
 
 TEST_F(ClientTest, AnAsyncCallToABrokerThatIsDownIsUnavailable) {
-  std::string address;
-  {
-    FakeBroker gone;
-    ASSERT_TRUE(gone.started());
-    address = gone.address();
-  }
-  ClientOptions options;
-  options.target = address;
-  options.api_key = kKey;
-  options.max_attempts = 2;
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(options);
-  ASSERT_TRUE(client.ok()) << client.status();
+  std::unique_ptr<Client> client = ConnectToABrokerThatIsGone();
+  ASSERT_NE(client, nullptr);
   Awaited<v1::PingResponse> p;
-  (*client)->PingAsync(p.Callback());
+  client->PingAsync(p.Callback());
   EXPECT_EQ(p.Get().status().code(), absl::StatusCode::kUnavailable);
 }
 
