@@ -166,10 +166,11 @@ absl::Duration Client::BackoffDelay(int attempt) {
                                                    absl::ToInt64Microseconds(backoff) + 1));
 }
 
-std::string Client::NewIdempotencyKey() {
+void Client::FillIdempotencyKey(v1::AllocateRequest* request) {
+  if (!request->request().idempotency_key().empty()) return;
   absl::MutexLock lock(&random_mu_);
-  return absl::StrFormat("sdk-%016x%016x", absl::Uniform<uint64_t>(random_),
-                         absl::Uniform<uint64_t>(random_));
+  request->mutable_request()->set_idempotency_key(absl::StrFormat(
+      "sdk-%016x%016x", absl::Uniform<uint64_t>(random_), absl::Uniform<uint64_t>(random_)));
 }
 
 template <typename Stub, typename Request, typename Response>
@@ -271,9 +272,7 @@ absl::StatusOr<v1::QuoteResponse> Client::Quote(const v1::QuoteRequest& request)
 }
 
 absl::StatusOr<v1::Allocation> Client::Allocate(v1::AllocateRequest request) {
-  if (request.request().idempotency_key().empty()) {
-    request.mutable_request()->set_idempotency_key(NewIdempotencyKey());
-  }
+  FillIdempotencyKey(&request);
   return Call(true, market_.get(), &v1::MarketService::Stub::Allocate, request);
 }
 
@@ -298,9 +297,7 @@ absl::StatusOr<v1::Allocation> Client::ReleaseAllocation(
 }
 
 void Client::AllocateAsync(v1::AllocateRequest request, Done<v1::Allocation> done) {
-  if (request.request().idempotency_key().empty()) {
-    request.mutable_request()->set_idempotency_key(NewIdempotencyKey());
-  }
+  FillIdempotencyKey(&request);
   CallAsync<v1::AllocateRequest, v1::Allocation>(
       true, &v1::MarketService::StubInterface::async_interface::Allocate, std::move(request),
       std::move(done));

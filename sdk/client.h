@@ -227,7 +227,8 @@ class Client {
   std::unique_ptr<grpc::ClientContext> NewContext(bool deadline) const;
   // How long to wait before attempt `attempt` (2, 3, ...): 50ms doubling up to 2s, with jitter.
   absl::Duration BackoffDelay(int attempt);
-  std::string NewIdempotencyKey();
+  // Sets a fresh random key when the caller left request.idempotency_key empty.
+  void FillIdempotencyKey(v1::AllocateRequest* request);
 
   const ClientOptions options_;
   const std::shared_ptr<grpc::ChannelInterface> channel_;

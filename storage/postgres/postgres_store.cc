@@ -382,12 +382,12 @@ void AppendElement(std::string* array, absl::string_view value) {
 // statement first: the rows are written in their order, as one at a time.
 class RowWriter {
  public:
-  RowWriter(pqxx::work& w, const InsertSql& sql) : w_(w), sql_(sql), columns_(sql.types.size()) {
-    sql_text_ = absl::StrCat(sql_.head, " SELECT * FROM unnest(");
-    for (size_t col = 0; col < sql_.types.size(); ++col) {
-      absl::StrAppend(&sql_text_, col == 0 ? "$" : ", $", col + 1, "::", sql_.types[col], "[]");
+  RowWriter(pqxx::work& w, const InsertSql& sql) : w_(w), columns_(sql.types.size()) {
+    sql_text_ = absl::StrCat(sql.head, " SELECT * FROM unnest(");
+    for (size_t col = 0; col < sql.types.size(); ++col) {
+      absl::StrAppend(&sql_text_, col == 0 ? "$" : ", $", col + 1, "::", sql.types[col], "[]");
     }
-    absl::StrAppend(&sql_text_, ") ", sql_.tail);
+    absl::StrAppend(&sql_text_, ") ", sql.tail);
   }
 
   // Adds a row of values in the order of sql.types; `key`, when not empty, identifies the row
@@ -417,7 +417,6 @@ class RowWriter {
 
  private:
   pqxx::work& w_;
-  const InsertSql& sql_;
   std::string sql_text_;
   std::vector<std::string> columns_;  // one array literal per column, closed by Flush
   absl::flat_hash_set<std::string> keys_;
