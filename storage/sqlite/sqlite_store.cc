@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "storage/claim_rules.h"
 #include "storage/migrations/migrations.h"
+#include "storage/sqlite/page_cache.h"
 #include "storage/time_encoding.h"
 
 namespace suanli::storage {
@@ -671,6 +672,7 @@ class SqliteStore::Checkpointer {
 };
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(absl::string_view path) {
+  InstallSqlitePageCache();
   if (path.empty()) {
     return absl::InvalidArgumentError(
         "sqlite: needs a file path, e.g. sqlite:/var/lib/suanli/suanli.db");

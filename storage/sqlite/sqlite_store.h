@@ -10,11 +10,11 @@
 // the same batch), else INVALID_ARGUMENT. Times are kept to the microsecond (finer parts are
 // dropped, rounding down); absl::InfiniteFuture() and absl::InfinitePast() round-trip. The
 // oversell rule of claims is a trigger in the database (see
-// migrations/002_allocation_claims.sqlite.sql), so it holds for rows other tools write too.
+// migrations/006_claims_by_node.sqlite.sql), so it holds for rows other tools write too.
 //
 // Checkpoints (copying the WAL back into the database file) run on a thread and a second
 // connection of the store's own, so that no Commit waits for one; a 64 MiB page cache keeps
-// the indexes that commits touch in memory.
+// the indexes that commits touch in memory (through the layer of page_cache.h).
 //
 // Thread safety: not thread-safe; one thread at a time (as the Store interface says). One
 // process should write a database at a time (SQLite's locks make a second writer wait, up to a

@@ -155,7 +155,7 @@ TEST_F(SqliteStoreTest, FileHoldsWhatOtherToolsExpect) {
   EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal");
   EXPECT_EQ(raw.Query("SELECT version || ' ' || name FROM schema_version ORDER BY version"),
             "1 001_initial|2 002_allocation_claims|3 003_ledger|4 004_decision_minutes|"
-            "5 005_checks_per_statement");
+            "5 005_checks_per_statement|6 006_claims_by_node");
   EXPECT_EQ(raw.Query("SELECT typeof(at_us) || ' ' || at_us FROM capacity_journal"),
             "integer 1800000000123456");
   EXPECT_EQ(raw.Query("SELECT typeof(payload) || ' ' || length(payload) FROM capacity_journal"),
@@ -165,8 +165,91 @@ TEST_F(SqliteStoreTest, FileHoldsWhatOtherToolsExpect) {
             "idempotency|"
             "ledger_legs|schema_version");
   EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"),
-            "allocation_claims_refuse_oversold_insert|allocation_claims_refuse_oversold_update|"
+            "allocation_claims_refuse_oversold_insert_part|"
+            "allocation_claims_refuse_oversold_insert_whole|"
+            "allocation_claims_refuse_oversold_update_part|"
+            "allocation_claims_refuse_oversold_update_whole|"
             "ledger_legs_balance|ledger_legs_no_delete|ledger_legs_no_update|ledger_legs_sealed");
+  // Claims are kept in node order, for the oversell rule's lookups.
+  EXPECT_EQ(raw.Query("SELECT sql LIKE '%WITHOUT ROWID' FROM sqlite_master "
+                      "WHERE name = 'allocation_claims'"),
+            "1");
+}
+
+// The oversell rule is the database's, so it also holds for rows other tools write: inserts and
+// updates, of a whole node and of part of one. A row is not compared with itself.
+TEST_F(SqliteStoreTest, OversellRuleGuardsWritesFromElsewhere) {
+  {
+    absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("suanli.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+  }
+  RawDb raw(Path("suanli.db"));
+  ASSERT_EQ(raw.Exec("INSERT INTO allocations (id, buyer_id, state, payload, held_end_us, "
+                     "offer_ids) VALUES (1, 'b', 2, x'', 0, ''), (2, 'b', 2, x'', 0, ''), "
+                     "(3, 'b', 2, x'', 0, '');"
+                     "INSERT INTO allocation_claims VALUES (1, 'n1', 8, 8, 0, 100);"
+                     "INSERT INTO allocation_claims VALUES (2, 'n1', 8, 3, 100, 200);"),
+            "");
+  const std::string kOversold = "oversold";
+  EXPECT_THAT(raw.Exec("INSERT INTO allocation_claims VALUES (3, 'n1', 8, 8, 199, 300)"),
+              HasSubstr(kOversold));
+  EXPECT_THAT(raw.Exec("INSERT INTO allocation_claims VALUES (3, 'n1', 8, 1, 99, 101)"),
+              HasSubstr(kOversold));
+  EXPECT_THAT(raw.Exec("UPDATE allocation_claims SET from_us = 99 WHERE allocation_id = 2"),
+              HasSubstr(kOversold));
+  EXPECT_THAT(raw.Exec("UPDATE allocation_claims SET until_us = 101 WHERE allocation_id = 1"),
+              HasSubstr(kOversold));
+  // Fits: an updated row is compared with the others only (2 becomes a whole-node claim that
+  // starts where 1 ends; 1 shrinks).
+  EXPECT_EQ(raw.Exec("UPDATE allocation_claims SET gpus = 8 WHERE allocation_id = 2"), "");
+  EXPECT_EQ(raw.Exec("UPDATE allocation_claims SET until_us = 50 WHERE allocation_id = 1"), "");
+  EXPECT_EQ(raw.Exec("UPDATE allocation_claims SET gpus = 5 WHERE allocation_id = 2"), "");
+  EXPECT_EQ(raw.Exec("INSERT INTO allocation_claims VALUES (3, 'n1', 8, 3, 100, 300)"), "");
+  EXPECT_EQ(raw.Query("SELECT allocation_id || ':' || gpus || '@' || from_us || '-' || until_us "
+                      "FROM allocation_claims ORDER BY allocation_id"),
+            "1:8@0-50|2:5@100-200|3:3@100-300");
+}
+
+// A database of the previous schema keeps its claims when they move to node order, and the
+// rule still holds for them.
+TEST_F(SqliteStoreTest, ClaimsKeepTheirRowsAcrossTheMoveToNodeOrder) {
+  {
+    RawDb raw(Path("v5.db"));
+    ASSERT_EQ(raw.Exec(kSchemaVersionTableSql), "");
+    for (const Migration& m : Migrations()) {
+      if (m.version > 5) break;
+      ASSERT_EQ(raw.Exec(m.sql), "") << m.name;
+      ASSERT_EQ(raw.Exec(m.sqlite_sql), "") << m.name;
+      ASSERT_EQ(raw.Exec(absl::StrCat("INSERT INTO schema_version VALUES (", m.version, ", '",
+                                      m.name, "')")),
+                "");
+    }
+    ASSERT_EQ(raw.Exec("INSERT INTO allocations VALUES (7, 'b1', 2, x'00', 5, 'o1');"
+                       "INSERT INTO allocations VALUES (8, 'b1', 2, x'00', 5, 'o1');"
+                       "INSERT INTO allocation_claims VALUES (7, 'n2', 8, 8, 0, 10);"
+                       "INSERT INTO allocation_claims VALUES (7, 'n1', 8, 2, 0, 10);"
+                       "INSERT INTO allocation_claims VALUES (8, 'n1', 8, 6, 5, 20);"),
+              "");
+  }
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("v5.db"));
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<Contents> contents = (*store)->Load();
+  ASSERT_TRUE(contents.ok()) << contents.status();
+  std::string claims;
+  for (const ClaimRow& c : contents->claims) {
+    absl::StrAppend(&claims, c.allocation_id, ":", c.node_id, ":", c.gpus, "/", c.node_gpus, "@",
+                    absl::ToUnixMicros(c.from), "-", absl::ToUnixMicros(c.until), " ");
+  }
+  EXPECT_EQ(claims, "7:n1:2/8@0-10 7:n2:8/8@0-10 8:n1:6/8@5-20 ");
+  Batch b;
+  b.allocations = {contents->allocations[1]};  // allocation 8, with one more claim
+  b.claims = {{8, "n1", 8, 6, absl::FromUnixMicros(5), absl::FromUnixMicros(20)},
+              {8, "n2", 8, 1, absl::FromUnixMicros(9), absl::FromUnixMicros(11)}};
+  absl::Status s = (*store)->Commit(b);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("the node would be oversold"));
+  b.claims[1].from = absl::FromUnixMicros(10);
+  EXPECT_TRUE((*store)->Commit(b).ok());
 }
 
 // A database of an older build (schema v1) gets the migrations it lacks and keeps its rows.
@@ -200,7 +283,7 @@ TEST_F(SqliteStoreTest, OlderSchemaIsUpgradedKeepingItsRows) {
   EXPECT_THAT(std::string(s.message()),
               HasSubstr("claim of allocation 8 on node \"n1\": the node would be oversold"));
   RawDb raw(Path("v1.db"));
-  EXPECT_EQ(raw.Query("SELECT version FROM schema_version ORDER BY version"), "1|2|3|4|5");
+  EXPECT_EQ(raw.Query("SELECT version FROM schema_version ORDER BY version"), "1|2|3|4|5|6");
 }
 
 TEST_F(SqliteStoreTest, EmptyFileIsGivenTheLatestSchema) {

@@ -670,6 +670,13 @@ TEST_P(StoreContractTest, OversoldNodeIsRejected) {
            {"starts before, ends inside", {Claim(3, "n1", 1, 10, 51)}},
            {"two in one batch", {Claim(3, "n1", 1, 150, 300), Claim(4, "n1", 8, 200, 250)}},
            {"the node has fewer GPUs", {Claim(3, "n1", 1, 0, 10, 6)}},
+           {"the whole node while part of it is taken", {Claim(3, "n1", 8, 120, 130)}},
+           {"the whole node one microsecond into a claim", {Claim(3, "n1", 8, 149, 400)}},
+           {"the whole node, ending one microsecond late", {Claim(3, "n1", 8, -50, 1)}},
+           {"the whole node twice in one batch",
+            {Claim(3, "n3", 8, 0, 100), Claim(4, "n3", 8, 99, 200)}},
+           {"the whole node of a smaller node",
+            {Claim(3, "n1", 6, 150, 160, 6), Claim(4, "n1", 1, 155, 156)}},
        }) {
     SCOPED_TRACE(c.name);
     Batch bad = OtherRows("bad", 3);
@@ -679,17 +686,23 @@ TEST_P(StoreContractTest, OversoldNodeIsRejected) {
   }
 
   Batch edges;
-  edges.allocations = {Allocation(3), Allocation(4), Allocation(5)};
-  edges.claims = {Claim(3, "n1", 2, 100, 200),  // starts where allocation 1 ends
-                  Claim(4, "n1", 6, 150, 300),  // where 2 ends
-                  Claim(5, "n2", 8, 0, 100)};   // another node
+  edges.allocations = {Allocation(3), Allocation(4), Allocation(5), Allocation(7)};
+  edges.claims = {Claim(3, "n1", 2, 100, 200),   // starts where allocation 1 ends
+                  Claim(4, "n1", 6, 150, 300),   // where 2 ends
+                  Claim(5, "n2", 8, 0, 100),     // another node
+                  Claim(7, "n2", 8, 100, 200)};  // the whole node again, from its end
   MustCommit(edges);
   // An allocation that ends frees its GPUs in the same batch that sells them again.
   Batch resell;
   resell.allocations = {Allocation(1, 5), Allocation(6)};
   resell.claims = {Claim(6, "n1", 6, 0, 100)};
   MustCommit(resell);
-  EXPECT_EQ(MustLoad().claims.size(), 5u);
+  // The whole node, once nothing else is on it at those instants.
+  Batch whole;
+  whole.allocations = {Allocation(8)};
+  whole.claims = {Claim(8, "n1", 8, 300, 400)};
+  MustCommit(whole);
+  EXPECT_EQ(MustLoad().claims.size(), 7u);
 }
 
 // The database checks each instant, not the interval as a whole: claims that add up to more than
