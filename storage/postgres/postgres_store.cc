@@ -317,49 +317,64 @@ absl::Status CheckNoNul(absl::string_view store, const Batch& batch) {
 // ---- Writing.
 
 // An INSERT of many rows: `head` SELECT * FROM unnest(one array per column) `tail`, each array
-// cast to its column's type.
+// cast to its column's type, prepared once per connection under `name`.
 struct InsertSql {
+  const char* name;
   const char* head;
   std::vector<const char*> types;
   const char* tail;
 };
 
 const InsertSql kAccounts = {
+    "suanli_insert_accounts",
+
     "INSERT INTO accounts (id, role, name, created_us)",
     {"text", "integer", "text", "bigint"},
     "ON CONFLICT (id) DO UPDATE SET "
     "role = excluded.role, name = excluded.name, created_us = excluded.created_us"};
 const InsertSql kApiKeys = {
+    "suanli_insert_api_keys",
+
     "INSERT INTO api_keys (key_id, account_id, secret_hash, created_us, revoked)",
     {"text", "text", "bytea", "bigint", "smallint"},
     "ON CONFLICT (key_id) DO UPDATE SET "
     "account_id = excluded.account_id, secret_hash = excluded.secret_hash, "
     "created_us = excluded.created_us, revoked = excluded.revoked"};
-const InsertSql kCapacity = {"INSERT INTO capacity_journal (seq, kind, actor, at_us, payload)",
+const InsertSql kCapacity = {"suanli_insert_capacity",
+                             "INSERT INTO capacity_journal (seq, kind, actor, at_us, payload)",
                              {"bigint", "integer", "text", "bigint", "bytea"},
                              ""};
 const InsertSql kAllocations = {
+    "suanli_insert_allocations",
+
     "INSERT INTO allocations (id, buyer_id, state, payload, held_end_us, offer_ids)",
     {"bigint", "text", "integer", "bytea", "bigint", "text"},
     "ON CONFLICT (id) DO UPDATE SET "
     "buyer_id = excluded.buyer_id, state = excluded.state, payload = excluded.payload, "
     "held_end_us = excluded.held_end_us, offer_ids = excluded.offer_ids"};
 const InsertSql kClaims = {
+    "suanli_insert_claims",
+
     "INSERT INTO allocation_claims (allocation_id, node_id, node_gpus, gpus, from_us, until_us)",
     {"bigint", "text", "integer", "integer", "bigint", "bigint"},
     ""};
 const InsertSql kIdempotency = {
+    "suanli_insert_idempotency",
+
     "INSERT INTO idempotency (buyer_id, idem_key, request, allocation_id, rejection)",
     {"text", "text", "bytea", "bigint", "bytea"},
     ""};
 
 const InsertSql kLedgerLegs = {
+    "suanli_insert_ledger_legs",
+
     "INSERT INTO ledger_legs (entry_id, leg, last_leg, at_us, allocation_id, kind, account, "
     "amount_micros)",
     {"bigint", "integer", "integer", "bigint", "bigint", "integer", "text", "bigint"},
     ""};
 
-const InsertSql kDecisionMinutes = {"INSERT INTO decision_minutes (minute, counts)",
+const InsertSql kDecisionMinutes = {"suanli_insert_decision_minutes",
+                                    "INSERT INTO decision_minutes (minute, counts)",
                                     {"bigint", "bytea"},
                                     "ON CONFLICT (minute) DO UPDATE SET counts = excluded.counts"};
 
@@ -376,18 +391,20 @@ void AppendElement(std::string* array, absl::string_view value) {
 
 // Sends rows in INSERT statements of up to kMaxStatementRows rows, each column as one array
 // parameter: INSERT ... SELECT * FROM unnest($1::type[], $2::type[], ...). The statement's text is
-// the same for any number of rows, so the server parses a few hundred bytes per statement instead
-// of a VALUES list with a parameter per value. One statement may not upsert a key twice
-// (PostgreSQL refuses), so a row whose key is already in the pending statement sends that
+// the same for any number of rows, so it is prepared once per connection (libpqxx sends it with
+// its first use) and the server neither parses nor plans it again. One statement may not upsert a
+// key twice (PostgreSQL refuses), so a row whose key is already in the pending statement sends that
 // statement first: the rows are written in their order, as one at a time.
 class RowWriter {
  public:
-  RowWriter(pqxx::work& w, const InsertSql& sql) : w_(w), columns_(sql.types.size()) {
-    sql_text_ = absl::StrCat(sql.head, " SELECT * FROM unnest(");
+  RowWriter(pqxx::work& w, const InsertSql& sql)
+      : w_(w), name_(sql.name), columns_(sql.types.size()) {
+    std::string text = absl::StrCat(sql.head, " SELECT * FROM unnest(");
     for (size_t col = 0; col < sql.types.size(); ++col) {
-      absl::StrAppend(&sql_text_, col == 0 ? "$" : ", $", col + 1, "::", sql.types[col], "[]");
+      absl::StrAppend(&text, col == 0 ? "$" : ", $", col + 1, "::", sql.types[col], "[]");
     }
-    absl::StrAppend(&sql_text_, ") ", sql.tail);
+    absl::StrAppend(&text, ") ", sql.tail);
+    w.conn().prepare(name_, text);  // a no-op once the connection has it
   }
 
   // Adds a row of values in the order of sql.types; `key`, when not empty, identifies the row
@@ -408,7 +425,7 @@ class RowWriter {
   void Flush() {
     if (rows_ == 0) return;
     for (std::string& column : columns_) column.push_back('}');
-    w_.exec_params(sql_text_, pqxx::prepare::make_dynamic_params(columns_));
+    w_.exec_prepared(name_, pqxx::prepare::make_dynamic_params(columns_));
     for (std::string& column : columns_) column.clear();
     keys_.clear();
     rows_ = 0;
@@ -417,7 +434,7 @@ class RowWriter {
 
  private:
   pqxx::work& w_;
-  std::string sql_text_;
+  std::string name_;
   std::vector<std::string> columns_;  // one array literal per column, closed by Flush
   absl::flat_hash_set<std::string> keys_;
   size_t rows_ = 0;
