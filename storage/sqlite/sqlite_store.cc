@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "storage/claim_rules.h"
 #include "storage/migrations/migrations.h"
-#include "storage/sqlite/page_cache.h"
+#include "storage/sqlite/sqlite_config.h"
 #include "storage/time_encoding.h"
 
 namespace suanli::storage {
@@ -672,7 +672,7 @@ class SqliteStore::Checkpointer {
 };
 
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(absl::string_view path) {
-  InstallSqlitePageCache();
+  ConfigureSqlite();
   if (path.empty()) {
     return absl::InvalidArgumentError(
         "sqlite: needs a file path, e.g. sqlite:/var/lib/suanli/suanli.db");

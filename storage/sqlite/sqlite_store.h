@@ -14,7 +14,7 @@
 //
 // Checkpoints (copying the WAL back into the database file) run on a thread and a second
 // connection of the store's own, so that no Commit waits for one; a 64 MiB page cache keeps
-// the indexes that commits touch in memory (through the layer of page_cache.h).
+// the indexes that commits touch in memory (see sqlite_config.h).
 //
 // Thread safety: not thread-safe; one thread at a time (as the Store interface says). One
 // process should write a database at a time (SQLite's locks make a second writer wait, up to a

@@ -1,7 +1,8 @@
-// storage/sqlite/page_cache.h: the layer over SQLite's page cache is in place when installed
-// before SQLite starts, and databases written through it (b-tree rebalances that park pages at
-// the locking page's number, rollbacks, a reopen) stay intact.
-#include "storage/sqlite/page_cache.h"
+// storage/sqlite/sqlite_config.h: the configuration is in effect when made before SQLite starts
+// (memory statistics off, the layer over SQLite's page cache in place), and databases written
+// through it (b-tree rebalances that park pages at the locking page's number, rollbacks, a reopen)
+// stay intact.
+#include "storage/sqlite/sqlite_config.h"
 
 #include <sqlite3.h>
 
@@ -47,18 +48,18 @@ class Db {
   sqlite3* db_ = nullptr;
 };
 
-// Installed before any connection of this process: the layer goes in, and stays.
-TEST(SqlitePageCache, IsInstalledBeforeSqliteStartsAndStays) {
-  EXPECT_TRUE(InstallSqlitePageCache());
-  EXPECT_TRUE(InstallSqlitePageCache());
+// Made before any connection of this process: it takes effect, and stays.
+TEST(SqliteConfig, TakesEffectBeforeSqliteStartsAndStays) {
+  EXPECT_TRUE(ConfigureSqlite());
+  EXPECT_TRUE(ConfigureSqlite());
 }
 
 // Random keys into an indexed table, in many transactions with a large cache: index pages split
 // and rebalance (parking pages at the locking page's number), some transactions and savepoints
 // roll back, and the database checks out and holds exactly the committed rows, also after a
 // reopen.
-TEST(SqlitePageCache, DatabasesWrittenThroughItStayIntact) {
-  ASSERT_TRUE(InstallSqlitePageCache());
+TEST(SqliteConfig, DatabasesWrittenThroughThePageCacheLayerStayIntact) {
+  ASSERT_TRUE(ConfigureSqlite());
   TempDir dir;
   ASSERT_FALSE(dir.path().empty());
   const std::string path = dir.path() + "/t.db";
@@ -103,6 +104,8 @@ TEST(SqlitePageCache, DatabasesWrittenThroughItStayIntact) {
   EXPECT_EQ(again.One("PRAGMA integrity_check"), "ok");
   EXPECT_EQ(again.One("SELECT count(*) FROM t INDEXED BY t_by_k WHERE k >= ''"),
             absl::StrCat(committed));
+  // With the connection's cache full of pages, SQLite would count megabytes if it counted.
+  EXPECT_EQ(sqlite3_memory_used(), 0) << "memory statistics are on";
 }
 
 }  // namespace
