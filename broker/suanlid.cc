@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "broker/log.h"
 #include "broker/server.h"
+#include "storage/sqlite/sqlite_config.h"
 
 namespace {
 
@@ -105,6 +106,10 @@ int main(int argc, char** argv) {
   // Debian's Abseil checks every mutex operation against a global lock graph; the daemon does
   // not pay for that (the tests keep it on).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // SQLite's process-wide settings, before any thread or connection uses SQLite.
+  if (!suanli::storage::ConfigureSqlite()) {
+    suanli::broker::Log("SQLite was started before it could be configured; commits will be slower");
+  }
   // Signals are taken by one thread with sigwait; every other thread has them blocked.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

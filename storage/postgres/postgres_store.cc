@@ -327,14 +327,12 @@ struct InsertSql {
 
 const InsertSql kAccounts = {
     "suanli_insert_accounts",
-
     "INSERT INTO accounts (id, role, name, created_us)",
     {"text", "integer", "text", "bigint"},
     "ON CONFLICT (id) DO UPDATE SET "
     "role = excluded.role, name = excluded.name, created_us = excluded.created_us"};
 const InsertSql kApiKeys = {
     "suanli_insert_api_keys",
-
     "INSERT INTO api_keys (key_id, account_id, secret_hash, created_us, revoked)",
     {"text", "text", "bytea", "bigint", "smallint"},
     "ON CONFLICT (key_id) DO UPDATE SET "
@@ -346,7 +344,6 @@ const InsertSql kCapacity = {"suanli_insert_capacity",
                              ""};
 const InsertSql kAllocations = {
     "suanli_insert_allocations",
-
     "INSERT INTO allocations (id, buyer_id, state, payload, held_end_us, offer_ids)",
     {"bigint", "text", "integer", "bytea", "bigint", "text"},
     "ON CONFLICT (id) DO UPDATE SET "
@@ -354,20 +351,17 @@ const InsertSql kAllocations = {
     "held_end_us = excluded.held_end_us, offer_ids = excluded.offer_ids"};
 const InsertSql kClaims = {
     "suanli_insert_claims",
-
     "INSERT INTO allocation_claims (allocation_id, node_id, node_gpus, gpus, from_us, until_us)",
     {"bigint", "text", "integer", "integer", "bigint", "bigint"},
     ""};
 const InsertSql kIdempotency = {
     "suanli_insert_idempotency",
-
     "INSERT INTO idempotency (buyer_id, idem_key, request, allocation_id, rejection)",
     {"text", "text", "bytea", "bigint", "bytea"},
     ""};
 
 const InsertSql kLedgerLegs = {
     "suanli_insert_ledger_legs",
-
     "INSERT INTO ledger_legs (entry_id, leg, last_leg, at_us, allocation_id, kind, account, "
     "amount_micros)",
     {"bigint", "integer", "integer", "bigint", "bigint", "integer", "text", "bigint"},
@@ -404,7 +398,7 @@ class RowWriter {
       absl::StrAppend(&text, col == 0 ? "$" : ", $", col + 1, "::", sql.types[col], "[]");
     }
     absl::StrAppend(&text, ") ", sql.tail);
-    w.conn().prepare(name_, text);  // a no-op once the connection has it
+    w.conn().prepare(name_, text);  // once the connection has it, only a lookup
   }
 
   // Adds a row of values in the order of sql.types; `key`, when not empty, identifies the row

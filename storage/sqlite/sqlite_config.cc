@@ -48,7 +48,9 @@ sqlite3_pcache* Create(int page_size, int extra, int purgeable) {
     base.xDestroy(inner);
     return nullptr;
   }
-  constexpr unsigned kPendingByte = 0x40000000;  // SQLite's default locking byte offset
+  // SQLite's locking byte offset. Only a test-only control (SQLITE_TESTCTRL_PENDING_BYTE) moves
+  // it, which nothing in this program uses: a moved one would put a data page under key 0.
+  constexpr unsigned kPendingByte = 0x40000000;
   c->inner = inner;
   c->locking_page = kPendingByte / static_cast<unsigned>(page_size) + 1;
   return reinterpret_cast<sqlite3_pcache*>(c);
@@ -69,8 +71,9 @@ void Unpin(sqlite3_pcache* p, sqlite3_pcache_page* page, int discard) {
 
 void Rekey(sqlite3_pcache* p, sqlite3_pcache_page* page, unsigned old_key, unsigned new_key) {
   Cache* c = Outer(p);
-  if (new_key == c->locking_page) parked.fetch_add(1, std::memory_order_relaxed);
-  base.xRekey(c->inner, page, Key(c, old_key), Key(c, new_key));
+  const unsigned to = Key(c, new_key);
+  if (to == 0) parked.fetch_add(1, std::memory_order_relaxed);
+  base.xRekey(c->inner, page, Key(c, old_key), to);
 }
 
 // A truncation never meets a parked page: a rebalance moves it on to its new number at once,

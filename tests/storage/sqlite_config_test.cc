@@ -12,41 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/storage/raw_sqlite.h"
 #include "tests/storage/temp_dir.h"
 
 namespace suanli::storage {
 namespace {
-
-class Db {
- public:
-  explicit Db(const std::string& path) {
-    if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) ADD_FAILURE() << sqlite3_errmsg(db_);
-  }
-  Db(const Db&) = delete;
-  Db& operator=(const Db&) = delete;
-  ~Db() { sqlite3_close(db_); }
-
-  // Runs statements; "" when they ran, else SQLite's message.
-  std::string Exec(const std::string& sql) {
-    return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK
-               ? ""
-               : sqlite3_errmsg(db_);
-  }
-  // The first column of the first row, as text.
-  std::string One(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    std::string out = "error";
-    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW) {
-      out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
 
 // Made before any connection of this process: it takes effect, and stays.
 TEST(SqliteConfig, TakesEffectBeforeSqliteStartsAndStays) {
@@ -66,7 +36,7 @@ TEST(SqliteConfig, DatabasesWrittenThroughThePageCacheLayerStayIntact) {
   const int64_t parked_before = SqlitePagesParked();
   int64_t committed = 0;
   {
-    Db db(path);
+    RawDb db(path);
     ASSERT_EQ(db.Exec("PRAGMA journal_mode = WAL; PRAGMA cache_size = -65536;"
                       "CREATE TABLE t (k TEXT NOT NULL, v BLOB NOT NULL);"
                       "CREATE INDEX t_by_k ON t (k);"),
@@ -96,13 +66,13 @@ TEST(SqliteConfig, DatabasesWrittenThroughThePageCacheLayerStayIntact) {
       ASSERT_EQ(db.Exec("COMMIT"), "");
       committed += rows;
     }
-    EXPECT_EQ(db.One("PRAGMA integrity_check"), "ok");
-    EXPECT_EQ(db.One("SELECT count(*) FROM t"), absl::StrCat(committed));
+    EXPECT_EQ(db.Query("PRAGMA integrity_check"), "ok");
+    EXPECT_EQ(db.Query("SELECT count(*) FROM t"), absl::StrCat(committed));
   }
   EXPECT_GT(SqlitePagesParked(), parked_before) << "no rebalance parked a page: nothing tested";
-  Db again(path);
-  EXPECT_EQ(again.One("PRAGMA integrity_check"), "ok");
-  EXPECT_EQ(again.One("SELECT count(*) FROM t INDEXED BY t_by_k WHERE k >= ''"),
+  RawDb again(path);
+  EXPECT_EQ(again.Query("PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(again.Query("SELECT count(*) FROM t INDEXED BY t_by_k WHERE k >= ''"),
             absl::StrCat(committed));
   // With the connection's cache full of pages, SQLite would count megabytes if it counted.
   EXPECT_EQ(sqlite3_memory_used(), 0) << "memory statistics are on";

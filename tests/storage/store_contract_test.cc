@@ -675,8 +675,10 @@ TEST_P(StoreContractTest, OversoldNodeIsRejected) {
            {"the whole node, ending one microsecond late", {Claim(3, "n1", 8, -50, 1)}},
            {"the whole node twice in one batch",
             {Claim(3, "n3", 8, 0, 100), Claim(4, "n3", 8, 99, 200)}},
+           {"the whole node from the instant part of it is taken",
+            {Claim(3, "n3", 1, 0, 10), Claim(4, "n3", 8, 0, 100)}},
            {"the whole node of a smaller node",
-            {Claim(3, "n1", 6, 150, 160, 6), Claim(4, "n1", 1, 155, 156)}},
+            {Claim(3, "n1", 1, 155, 156), Claim(4, "n1", 6, 150, 160, 6)}},
        }) {
     SCOPED_TRACE(c.name);
     Batch bad = OtherRows("bad", 3);
@@ -686,11 +688,12 @@ TEST_P(StoreContractTest, OversoldNodeIsRejected) {
   }
 
   Batch edges;
-  edges.allocations = {Allocation(3), Allocation(4), Allocation(5), Allocation(7)};
+  edges.allocations = {Allocation(3), Allocation(4), Allocation(5), Allocation(9), Allocation(7)};
   edges.claims = {Claim(3, "n1", 2, 100, 200),   // starts where allocation 1 ends
                   Claim(4, "n1", 6, 150, 300),   // where 2 ends
-                  Claim(5, "n2", 8, 0, 100),     // another node
-                  Claim(7, "n2", 8, 100, 200)};  // the whole node again, from its end
+                  Claim(5, "n2", 8, 0, 100),     // another node, the whole of it
+                  Claim(9, "n2", 8, -100, 0),    // the whole node until 5 starts
+                  Claim(7, "n2", 8, 100, 200)};  // and again from 5's end
   MustCommit(edges);
   // An allocation that ends frees its GPUs in the same batch that sells them again.
   Batch resell;
@@ -702,7 +705,7 @@ TEST_P(StoreContractTest, OversoldNodeIsRejected) {
   whole.allocations = {Allocation(8)};
   whole.claims = {Claim(8, "n1", 8, 300, 400)};
   MustCommit(whole);
-  EXPECT_EQ(MustLoad().claims.size(), 7u);
+  EXPECT_EQ(MustLoad().claims.size(), 8u);
 }
 
 // The database checks each instant, not the interval as a whole: claims that add up to more than
