@@ -271,8 +271,6 @@ TEST_F(SqliteStoreTest, FailedMigrationLeavesNoTrace) {
             "idempotency");
 }
 
-// Another connection holding the write lock past the busy timeout: Commit fails UNAVAILABLE
-// (retrying may work) and stores nothing.
 // The WAL is checkpointed while the store is open: by the store's checkpoint thread, since the
 // store's commit hook replaces SQLite's own checkpoints (without the thread nothing would be,
 // until a close). Seen from outside: the database file takes in what the WAL held.
@@ -283,8 +281,11 @@ TEST_F(SqliteStoreTest, WalIsCheckpointedWhileTheStoreIsOpen) {
   std::error_code ec;
   const uintmax_t empty_size = std::filesystem::file_size(db, ec);
   ASSERT_FALSE(ec) << ec.message();
-  // 40 commits of 256 KiB: ~2,600 WAL pages, well past the 1,000 that make a checkpoint due.
-  for (int i = 1; i <= 40; ++i) {
+  // 80 commits of 256 KiB: ~5,200 WAL pages, past the 1,000 that make a checkpoint due five
+  // times over. What follows the last due checkpoint (under 1,000 pages, ~4 MiB) may stay in the
+  // WAL, so the file takes in at least ~16 of the 20 MiB; 8 MiB leaves room for timing.
+  constexpr int kCommits = 80;
+  for (int i = 1; i <= kCommits; ++i) {
     Batch b;
     b.capacity.push_back({i, 2, "op", absl::UnixEpoch(), std::string(256 << 10, 'x')});
     absl::Status s = (*store)->Commit(b);
@@ -299,9 +300,11 @@ TEST_F(SqliteStoreTest, WalIsCheckpointedWhileTheStoreIsOpen) {
   EXPECT_GE(size, empty_size + (8u << 20)) << "the database file never took in the WAL";
   absl::StatusOr<Contents> contents = (*store)->Load();
   ASSERT_TRUE(contents.ok()) << contents.status();
-  EXPECT_EQ(contents->capacity.size(), 40u);
+  EXPECT_EQ(contents->capacity.size(), static_cast<size_t>(kCommits));
 }
 
+// Another connection holding the write lock past the busy timeout: Commit fails UNAVAILABLE
+// (retrying may work) and stores nothing.
 TEST_F(SqliteStoreTest, LockedDatabaseIsUnavailableAndCommitsNothing) {
   absl::StatusOr<std::unique_ptr<Store>> store = OpenStore("sqlite:" + Path("suanli.db"));
   ASSERT_TRUE(store.ok()) << store.status();
