@@ -316,13 +316,21 @@ absl::Status CheckNoNul(absl::string_view store, const Batch& batch) {
 
 // ---- Writing.
 
-// An INSERT of many rows: `head` SELECT * FROM unnest(one array per column) `tail`, each array
-// cast to its column's type, prepared once per connection under `name`.
+// An INSERT of many rows, `head` SELECT * FROM unnest(one array per column) `tail`, each array
+// cast to its column's type (`types`, one per column); prepared once per connection under `name`.
 struct InsertSql {
+  InsertSql(const char* name, const char* head, const std::vector<const char*>& types,
+            const char* tail)
+      : name(name), columns(types.size()), text(absl::StrCat(head, " SELECT * FROM unnest(")) {
+    for (size_t col = 0; col < types.size(); ++col) {
+      absl::StrAppend(&text, col == 0 ? "$" : ", $", col + 1, "::", types[col], "[]");
+    }
+    absl::StrAppend(&text, ") ", tail);
+  }
+
   const char* name;
-  const char* head;
-  std::vector<const char*> types;
-  const char* tail;
+  size_t columns;
+  std::string text;
 };
 
 const InsertSql kAccounts = {
@@ -386,23 +394,18 @@ void AppendElement(std::string* array, absl::string_view value) {
 // Sends rows in INSERT statements of up to kMaxStatementRows rows, each column as one array
 // parameter: INSERT ... SELECT * FROM unnest($1::type[], $2::type[], ...). The statement's text is
 // the same for any number of rows, so it is prepared once per connection (libpqxx sends it with
-// its first use) and the server neither parses nor plans it again. One statement may not upsert a
-// key twice (PostgreSQL refuses), so a row whose key is already in the pending statement sends that
-// statement first: the rows are written in their order, as one at a time.
+// its first use): the server parses it once, and plans it no more after its first few executions.
+// One statement may not upsert a key twice (PostgreSQL refuses), so a row whose key is already in
+// the pending statement sends that statement first: the rows are written in their order, as one at
+// a time.
 class RowWriter {
  public:
-  RowWriter(pqxx::work& w, const InsertSql& sql)
-      : w_(w), name_(sql.name), columns_(sql.types.size()) {
-    std::string text = absl::StrCat(sql.head, " SELECT * FROM unnest(");
-    for (size_t col = 0; col < sql.types.size(); ++col) {
-      absl::StrAppend(&text, col == 0 ? "$" : ", $", col + 1, "::", sql.types[col], "[]");
-    }
-    absl::StrAppend(&text, ") ", sql.tail);
-    w.conn().prepare(name_, text);  // once the connection has it, only a lookup
+  RowWriter(pqxx::work& w, const InsertSql& sql) : w_(w), name_(sql.name), columns_(sql.columns) {
+    w.conn().prepare(name_, sql.text);  // once the connection has it, only a lookup
   }
 
-  // Adds a row of values in the order of sql.types; `key`, when not empty, identifies the row
-  // for an upsert.
+  // Adds a row of values in the order of the InsertSql's types; `key`, when not empty, identifies
+  // the row for an upsert.
   void Add(const std::vector<std::string>& values, std::string key = "") {
     if (!key.empty() && !keys_.insert(key).second) {
       Flush();
